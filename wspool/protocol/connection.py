@@ -1,0 +1,513 @@
+"""The client side of an open WebSocket connection (RFC 6455 §5-§7), sans-I/O.
+
+``ClientProtocol`` turns received bytes into events and send requests into bytes.  It
+never touches a socket, a thread or a clock, so the blocking client and the pool's
+dispatcher drive the very same code.
+
+Not thread-safe: every call on one instance must be serialized by the caller (the
+blocking client does it with its locks, the pool with the connection's send lock).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Final, Protocol
+
+from wspool.exceptions import (
+    WebSocketConfigurationException,
+    WebSocketConnectionClosedException,
+    WebSocketMessageTooBigException,
+    WebSocketPayloadException,
+    WebSocketProtocolException,
+)
+from wspool.protocol._accel import make_utf8_decoder
+from wspool.protocol.deflate import PerMessageDeflate
+from wspool.protocol.events import (
+    CloseReceived,
+    EndOfStream,
+    Event,
+    Fragment,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+)
+from wspool.protocol.frames import (
+    MAX_CONTROL_PAYLOAD,
+    CloseCode,
+    Opcode,
+    decode_close_payload,
+    encode_close_payload,
+    encode_frame,
+)
+
+__all__ = ["DEFAULT_MAX_SIZE", "ClientProtocol", "ConnectionState"]
+
+#: Default bound on frames, messages and decompressed messages: 16 MiB.
+DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
+
+_TEXT: Final = int(Opcode.TEXT)
+_BINARY: Final = int(Opcode.BINARY)
+_CONT: Final = int(Opcode.CONT)
+_CLOSE: Final = int(Opcode.CLOSE)
+_PING: Final = int(Opcode.PING)
+_PONG: Final = int(Opcode.PONG)
+
+
+class _Utf8Decoder(Protocol):
+    def decode(self, data: bytes, final: bool = False) -> str: ...
+
+
+class ConnectionState(Enum):
+    """Where the closing handshake stands (RFC 6455 §7)."""
+
+    OPEN = "open"
+    #: We sent a close frame (or failed the connection) and wait for the peer.
+    CLOSING = "closing"
+    #: Close frames were exchanged, or the byte stream ended.
+    CLOSED = "closed"
+
+
+class ClientProtocol:
+    """Frame parser, message assembler and frame builder for one client connection.
+
+    ``max_size`` bounds a frame's payload, a whole message and a message after
+    decompression (``None``: no bound).  ``deflate`` is the negotiated
+    permessage-deflate codec, or ``None``.  With ``frame_events`` on, data frames come
+    out one by one as :class:`Fragment` events instead of assembled messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        skip_utf8_validation: bool = False,
+        deflate: PerMessageDeflate | None = None,
+        auto_pong: bool = True,
+        frame_events: bool = False,
+    ) -> None:
+        if max_size is not None and max_size < 0:
+            raise WebSocketConfigurationException(f"max_size must be >= 0 or None, not {max_size}")
+        self.max_size = max_size
+        self.skip_utf8_validation = skip_utf8_validation
+        self.deflate = deflate
+        self.auto_pong = auto_pong
+        self._frame_events = frame_events
+
+        self.state = ConnectionState.OPEN
+        #: The peer's close code and reason once its close frame arrived (1006 and ""
+        #: when the stream ended without one).
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+
+        self._buffer = bytearray()  # received bytes not yet parsed into a whole frame
+        self._outgoing: list[bytes] = []  # automatic replies: pongs, the close reply
+        self._failed = False  # after a protocol error all input is ignored
+
+        # Message being received (fragmented, compressed or in frame-event mode).
+        self._rx_opcode: int | None = None
+        self._rx_compressed = False
+        self._rx_size = 0
+        self._rx_parts: list[bytes] | list[str] = []
+        self._rx_decoder: _Utf8Decoder | None = None
+
+        # Opcode of the fragmented message being sent with send_fragment, if any.
+        self._tx_opcode: int | None = None
+        self._tx_compressed = False
+
+    # ------------------------------------------------------------------ receiving
+
+    @property
+    def frame_events(self) -> bool:
+        return self._frame_events
+
+    @frame_events.setter
+    def frame_events(self, value: bool) -> None:
+        if value != self._frame_events and self._rx_opcode is not None:
+            raise WebSocketConfigurationException(
+                "cannot switch frame events on or off in the middle of a fragmented message"
+            )
+        self._frame_events = value
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed received bytes; return the events they complete, in order.
+
+        ``data == b""`` means the peer closed the stream.  A protocol violation ends
+        the list with a :class:`ProtocolError` after everything parsed before it.
+        """
+        if not data:
+            return self._receive_eof()
+        if self._failed or self.state is ConnectionState.CLOSED:
+            return []  # RFC 6455 §5.5.1: nothing is processed after the close frame
+        events: list[Event] = []
+        buf: bytes | bytearray
+        if self._buffer:
+            self._buffer += data
+            buf = self._buffer
+        else:
+            buf = data if isinstance(data, bytes) else bytes(data)
+        try:
+            pos = self._parse(buf, events)
+        except WebSocketProtocolException as exc:
+            self._fail(exc)
+            events.append(ProtocolError(exc))
+            self._buffer = bytearray()
+            return events
+        if buf is self._buffer:
+            del self._buffer[:pos]
+        elif pos < len(buf):
+            self._buffer = bytearray(memoryview(buf)[pos:])
+        return events
+
+    def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
+        """Parse every complete frame of ``buf``; return how many bytes were consumed."""
+        end = len(buf)
+        pos = 0
+        max_size = self.max_size
+        deflate_on = self.deflate is not None
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                if end - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                if length < 126:
+                    raise WebSocketProtocolException(
+                        f"frame length {length} sent in 16 bits: lengths must be minimal "
+                        "(RFC 6455 §5.2)"
+                    )
+                start = pos + 4
+            else:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                if length >> 63:
+                    raise WebSocketProtocolException(
+                        "frame length has its most significant bit set (RFC 6455 §5.2)"
+                    )
+                if length < 0x10000:
+                    raise WebSocketProtocolException(
+                        f"frame length {length} sent in 64 bits: lengths must be minimal "
+                        "(RFC 6455 §5.2)"
+                    )
+                start = pos + 10
+            opcode = b0 & 0x0F
+            # Header checks happen before the payload arrives, so a bad frame fails fast.
+            if b1 & 0x80:
+                raise WebSocketProtocolException(
+                    "the server sent a masked frame; servers must not mask (RFC 6455 §5.1)"
+                )
+            if b0 & 0x70:
+                self._check_rsv(b0, opcode, deflate_on)
+            if opcode > 2:
+                if opcode < 8 or opcode > 10:
+                    raise WebSocketProtocolException(f"reserved opcode {opcode:#x} (RFC 6455 §5.2)")
+                if length > MAX_CONTROL_PAYLOAD:
+                    raise WebSocketProtocolException(
+                        f"control frame with {length} bytes of payload; the limit is 125 "
+                        "(RFC 6455 §5.5)"
+                    )
+                if not b0 & 0x80:
+                    raise WebSocketProtocolException("fragmented control frame (RFC 6455 §5.5)")
+            elif max_size is not None and length > max_size:
+                raise WebSocketMessageTooBigException(
+                    f"frame of {length} bytes exceeds max_size={max_size}"
+                )
+            stop = start + length
+            if stop > end:
+                break
+            if type(buf) is bytes:
+                payload = buf[start:stop]
+            else:
+                with memoryview(buf) as view:
+                    payload = view[start:stop].tobytes()
+            pos = stop
+
+            if opcode > 2:
+                if self._control_frame(opcode, payload, events):
+                    return end  # close frame: ignore whatever follows it
+                continue
+            if opcode != _CONT and b0 & 0xC0 == 0x80 and not self._frame_events:
+                # Fast path: a whole uncompressed message in one frame.
+                if self._rx_opcode is not None:
+                    raise WebSocketProtocolException(
+                        f"new data frame (opcode {opcode}) inside a fragmented message; "
+                        "expected a continuation frame (RFC 6455 §5.4)"
+                    )
+                if opcode == _TEXT:
+                    events.append(Message(_TEXT, self._decode_text(payload)))
+                else:
+                    events.append(Message(_BINARY, payload))
+                continue
+            self._data_frame(opcode, payload, bool(b0 & 0x80), bool(b0 & 0x40), events)
+        return pos
+
+    def _check_rsv(self, b0: int, opcode: int, deflate_on: bool) -> None:
+        if b0 & 0x30:
+            raise WebSocketProtocolException(
+                "RSV2/RSV3 bit set, but no negotiated extension defines it (RFC 6455 §5.2)"
+            )
+        if not deflate_on:
+            raise WebSocketProtocolException(
+                "RSV1 bit set, but permessage-deflate was not negotiated (RFC 6455 §5.2)"
+            )
+        if opcode == _CONT or opcode > 2:
+            raise WebSocketProtocolException(
+                "RSV1 bit set on a continuation or control frame (RFC 7692 §6.1)"
+            )
+
+    def _decode_text(self, payload: bytes) -> str:
+        if self.skip_utf8_validation:
+            return payload.decode("utf-8", "surrogateescape")
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WebSocketPayloadException(f"text message is not valid UTF-8: {exc}") from exc
+
+    def _data_frame(
+        self, opcode: int, payload: bytes, fin: bool, rsv1: bool, events: list[Event]
+    ) -> None:
+        """A data frame off the fast path: fragmented, compressed or in frame-event mode."""
+        if opcode == _CONT:
+            if self._rx_opcode is None:
+                raise WebSocketProtocolException(
+                    "continuation frame without a message to continue (RFC 6455 §5.4)"
+                )
+        else:
+            if self._rx_opcode is not None:
+                raise WebSocketProtocolException(
+                    f"new data frame (opcode {opcode}) inside a fragmented message; "
+                    "expected a continuation frame (RFC 6455 §5.4)"
+                )
+            self._rx_opcode = opcode
+            self._rx_compressed = rsv1
+            self._rx_size = 0
+            self._rx_parts = []
+            if opcode == _TEXT and not self.skip_utf8_validation:
+                self._rx_decoder = make_utf8_decoder()
+
+        max_size = self.max_size
+        if self._rx_compressed:
+            assert self.deflate is not None  # checked with the RSV bits
+            budget = None if max_size is None else max_size - self._rx_size
+            payload = self.deflate.decompress(payload, fin, budget)
+        self._rx_size += len(payload)
+        if max_size is not None and self._rx_size > max_size:
+            raise WebSocketMessageTooBigException(
+                f"message of more than {max_size} bytes exceeds max_size={max_size}"
+            )
+
+        text: str | None = None
+        decoder = self._rx_decoder
+        if decoder is not None:
+            try:
+                text = decoder.decode(payload, fin)
+            except UnicodeDecodeError as exc:
+                raise WebSocketPayloadException(f"text message is not valid UTF-8: {exc}") from exc
+
+        if self._frame_events:
+            events.append(Fragment(opcode, payload, fin))
+        elif text is not None:
+            self._rx_parts.append(text)  # type: ignore[arg-type]
+        else:
+            self._rx_parts.append(payload)  # type: ignore[arg-type]
+
+        if fin:
+            if not self._frame_events:
+                events.append(Message(self._rx_opcode, self._join_parts()))  # type: ignore[arg-type]
+            self._rx_opcode = None
+            self._rx_parts = []
+            self._rx_decoder = None
+
+    def _join_parts(self) -> str | bytes:
+        parts = self._rx_parts
+        if self._rx_opcode != _TEXT:
+            return b"".join(parts)  # type: ignore[arg-type]
+        if self._rx_decoder is not None:
+            return "".join(parts)  # type: ignore[arg-type]
+        return b"".join(parts).decode("utf-8", "surrogateescape")  # type: ignore[arg-type]
+
+    def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> bool:
+        """Handle a ping, pong or close; True when it was the close frame."""
+        if opcode == _PING:
+            if self.auto_pong and self.state is ConnectionState.OPEN:
+                self._outgoing.append(encode_frame(_PONG, payload))
+            events.append(Ping(payload))
+            return False
+        if opcode == _PONG:
+            events.append(Pong(payload))
+            return False
+        code, reason = decode_close_payload(payload)
+        self.close_code = code
+        self.close_reason = reason
+        if self.state is ConnectionState.OPEN:
+            # Echo the peer's code (RFC 6455 §5.5.1); "no code" is answered with none.
+            reply_code = None if code == CloseCode.NO_STATUS_RCVD else code
+            self._outgoing.append(encode_frame(_CLOSE, encode_close_payload(reply_code)))
+        self.state = ConnectionState.CLOSED
+        events.append(CloseReceived(code, reason, payload))
+        return True
+
+    def _receive_eof(self) -> list[Event]:
+        clean = self.state is ConnectionState.CLOSED and not self._failed
+        if self.close_code is None:
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
+        self.state = ConnectionState.CLOSED
+        self._buffer = bytearray()
+        return [EndOfStream(clean)]
+
+    def _fail(self, exc: WebSocketProtocolException) -> None:
+        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close, stop reading."""
+        self._failed = True
+        if self.state is ConnectionState.OPEN:
+            reason = _truncate_utf8(exc.message, MAX_CONTROL_PAYLOAD - 2)
+            self._outgoing.append(
+                encode_frame(_CLOSE, encode_close_payload(exc.close_code, reason))
+            )
+            self.state = ConnectionState.CLOSING
+
+    def data_to_send(self) -> bytes:
+        """Bytes the core produced on its own (pongs, close replies); empties the queue."""
+        if not self._outgoing:
+            return b""
+        out = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    # -------------------------------------------------------------------- sending
+
+    def _check_can_send(self) -> None:
+        if self.state is not ConnectionState.OPEN:
+            raise WebSocketConnectionClosedException()
+
+    def send_message(
+        self,
+        data: str | bytes | bytearray | memoryview,
+        opcode: int | None = None,
+        *,
+        fragment_size: int | None = None,
+    ) -> bytes:
+        """Frame a whole message.  ``str`` goes as text, bytes-like as binary, unless
+        ``opcode`` says otherwise (bytes sent as text must already be UTF-8).
+
+        ``fragment_size`` splits the (compressed) payload into frames of that size.
+        """
+        self._check_can_send()
+        if self._tx_opcode is not None:
+            raise WebSocketConfigurationException(
+                "a fragmented message is being sent: finish it with "
+                "send_fragment(..., fin=True) before sending another message"
+            )
+        opcode, payload = _coerce_payload(data, opcode)
+        compressed = False
+        deflate = self.deflate
+        if deflate is not None and len(payload) >= deflate.min_size:
+            payload = deflate.compress(payload, True)
+            compressed = True
+        if fragment_size is None or len(payload) <= fragment_size:
+            return encode_frame(opcode, payload, rsv1=compressed)
+        if fragment_size < 1:
+            raise WebSocketConfigurationException(
+                f"fragment_size must be >= 1, not {fragment_size}"
+            )
+        view = memoryview(payload)
+        frames = []
+        last = len(payload) - fragment_size
+        for offset in range(0, len(payload), fragment_size):
+            frames.append(
+                encode_frame(
+                    opcode if offset == 0 else _CONT,
+                    view[offset : offset + fragment_size],
+                    fin=offset >= last,
+                    rsv1=compressed and offset == 0,
+                )
+            )
+        return b"".join(frames)
+
+    def send_fragment(
+        self,
+        data: str | bytes | bytearray | memoryview,
+        opcode: int | None = None,
+        fin: bool = False,
+    ) -> bytes:
+        """Frame one piece of a message streamed in parts (RFC 6455 §5.4).
+
+        The first call fixes the message's opcode (text or binary); later calls send
+        continuation frames whatever ``opcode`` says; ``fin=True`` ends the message.
+        """
+        self._check_can_send()
+        if self._tx_opcode is None:
+            opcode, payload = _coerce_payload(data, opcode)
+            frame_opcode = opcode
+            deflate = self.deflate
+            self._tx_compressed = deflate is not None and len(payload) >= deflate.min_size
+            rsv1 = self._tx_compressed
+            self._tx_opcode = opcode
+        else:
+            _, payload = _coerce_payload(data, self._tx_opcode)
+            frame_opcode = _CONT
+            rsv1 = False
+        if self._tx_compressed:
+            assert self.deflate is not None
+            payload = self.deflate.compress(payload, fin)
+        if fin:
+            self._tx_opcode = None
+            self._tx_compressed = False
+        return encode_frame(frame_opcode, payload, fin=fin, rsv1=rsv1)
+
+    def send_ping(self, data: str | bytes | bytearray | memoryview = b"") -> bytes:
+        """A ping frame; ``data`` is at most 125 bytes (RFC 6455 §5.5.2)."""
+        return self._control(_PING, data)
+
+    def send_pong(self, data: str | bytes | bytearray | memoryview = b"") -> bytes:
+        """An unsolicited or manual pong frame (RFC 6455 §5.5.3)."""
+        return self._control(_PONG, data)
+
+    def _control(self, opcode: int, data: str | bytes | bytearray | memoryview) -> bytes:
+        self._check_can_send()
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise WebSocketConfigurationException(
+                f"{Opcode(opcode).name.lower()} payload is {len(payload)} bytes; control frames "
+                "carry at most 125 (RFC 6455 §5.5)"
+            )
+        return encode_frame(opcode, payload)
+
+    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
+        """Start the closing handshake (RFC 6455 §7.1.2); ``b""`` if already started.
+
+        Raises :class:`WebSocketConfigurationException` for a code that may not be
+        sent or a reason longer than 123 bytes in UTF-8.
+        """
+        payload = encode_close_payload(code, reason)
+        if self.state is not ConnectionState.OPEN:
+            return b""
+        self.state = ConnectionState.CLOSING
+        return encode_frame(_CLOSE, payload)
+
+
+def _coerce_payload(
+    data: str | bytes | bytearray | memoryview, opcode: int | None
+) -> tuple[int, bytes | bytearray | memoryview]:
+    if opcode is not None and opcode not in (_TEXT, _BINARY):
+        raise WebSocketConfigurationException(
+            f"opcode {opcode} is not a data opcode: use 1 (text) or 2 (binary)"
+        )
+    if isinstance(data, str):
+        return (_TEXT if opcode is None else opcode), data.encode("utf-8")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WebSocketConfigurationException(
+            f"cannot send {type(data).__name__}: pass str (text) or bytes-like (binary)"
+        )
+    return (_BINARY if opcode is None else opcode), data
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
