@@ -1,0 +1,182 @@
+"""Run the Autobahn testsuite's client cases against wspool (or another client) and report.
+
+    python compliance/run.py                       # every case, client wspool
+    python compliance/run.py --cases '1.*,9.1.6'   # a subset
+    python compliance/run.py --client websocket-client --json out.json
+
+Steps: install the pinned testsuite for Python 2.7 if missing, start the fuzzingserver on
+127.0.0.1, run each case as an echo client, ask the server for its reports, then write
+docs/compliance.md (full runs) and optionally a JSON summary.  Exit status: 0 when every
+case meets the target (OK or INFORMATIONAL, close behavior too), 1 when one misses it,
+2 when the harness itself could not run, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import quote
+
+import agents
+import env27
+import fuzzserver
+import report
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+SITE_DIR = HERE / ".autobahn27"
+WORKDIR = HERE / ".autobahn-run"
+REQUIREMENTS = HERE / "requirements-py27.txt"
+DEFAULT_DOC = REPO_ROOT / "docs" / "compliance.md"
+MAX_PRINTED_MISSES = 40
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python compliance/run.py",
+        description="Run the Autobahn fuzzingserver's client cases and report the results.",
+    )
+    parser.add_argument(
+        "--client",
+        choices=sorted(agents.CLIENTS),
+        default="wspool",
+        help="client library under test (default: wspool, from this checkout)",
+    )
+    parser.add_argument(
+        "--cases",
+        default="*",
+        help="comma-separated Autobahn case patterns, e.g. '1.*,9.1.6' (default: all)",
+    )
+    parser.add_argument("--json", type=Path, help="also write a JSON summary to this file")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        help="Markdown report path (default: docs/compliance.md for a full run, "
+        "compliance/.autobahn-run/compliance.md for a subset)",
+    )
+    parser.add_argument("--python27", help="Python 2.7 interpreter (default: search pyenv, PATH)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds any single socket operation of the client may block (default: 60)",
+    )
+    return parser.parse_args(argv)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the Ctrl-C path so that every finally block (server shutdown) runs.
+    raise KeyboardInterrupt
+
+
+def run_cases(client: agents.Client, base_url: str) -> dict[str, str]:
+    """Run every case the server offers; return how the client saw each one end, by case id."""
+    agent = quote(client.agent)
+    count = int(agents.fetch_json(client, f"{base_url}/getCaseCount"))
+    print(f"{count} cases, agent {client.agent} {client.version}", flush=True)
+    notes: dict[str, str] = {}
+    for number in range(1, count + 1):
+        info = agents.fetch_json(client, f"{base_url}/getCaseInfo?case={number}")
+        case_id = str(info["id"])
+        started = time.monotonic()
+        outcome = agents.run_case(client, f"{base_url}/runCase?case={number}&agent={agent}")
+        # getCaseStatus answers once the server has logged the case, so cases never
+        # overlap and updateReports below cannot miss the last one.
+        status = agents.fetch_json(client, f"{base_url}/getCaseStatus?case={number}&agent={agent}")
+        elapsed = time.monotonic() - started
+        detail = outcome.detail.strip().splitlines()[-1] if outcome.detail else ""
+        notes[case_id] = f"{outcome.kind.value} after {outcome.messages} messages" + (
+            f": {detail}" if detail else ""
+        )
+        if outcome.kind is agents.OutcomeKind.UNEXPECTED:
+            # A traceback from inside the client is a bug worth seeing in full.
+            print(f"[{number}/{count}] {case_id}: unexpected exception\n{outcome.detail}")
+        print(
+            f"[{number:3d}/{count}] {case_id:8s} {status['behavior']:13s} {elapsed:6.2f}s  "
+            + notes[case_id],
+            flush=True,
+        )
+    agents.wait_for_close(client, f"{base_url}/updateReports?agent={agent}")
+    return notes
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
+    full_run = patterns == ["*"]
+    doc_path: Path = args.doc or (DEFAULT_DOC if full_run else WORKDIR / "compliance.md")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+    try:
+        python27 = env27.find_python27(args.python27)
+        WORKDIR.mkdir(parents=True, exist_ok=True)
+        log = WORKDIR / "pip-install.log"
+        print(f"Python 2.7: {python27}; testsuite in {SITE_DIR.relative_to(REPO_ROOT)}")
+        if env27.ensure_installed(python27, SITE_DIR, REQUIREMENTS, log):
+            print(f"installed the pinned testsuite (log: {log})")
+        client = agents.load_client(args.client, args.timeout)
+    except (env27.EnvironmentError27, ImportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    # Reports of an earlier run must not leak into this one.
+    shutil.rmtree(WORKDIR / "reports", ignore_errors=True)
+    server = fuzzserver.FuzzingServer(python27, SITE_DIR, WORKDIR, patterns)
+    # Control-channel failures: the server died, or the client cannot talk to it at all.
+    harness_errors: tuple[type[BaseException], ...] = (
+        fuzzserver.FuzzingServerError,
+        OSError,
+        *client.error_types,
+    )
+    started = time.monotonic()
+    try:
+        with server:
+            print(f"fuzzingserver at {server.url} (log: {server.log_path})", flush=True)
+            notes = run_cases(client, server.url)
+    except KeyboardInterrupt:
+        print("interrupted; fuzzingserver stopped", file=sys.stderr)
+        return 130
+    except harness_errors as exc:
+        print(f"error: the harness could not run the cases: {exc!r}", file=sys.stderr)
+        return 2
+    wall = time.monotonic() - started
+
+    results = report.load_results(server.outdir, client.agent)
+    summary = report.summarize(results)
+    metadata = {
+        "Command": "`python compliance/run.py" + "".join(f" {shlex.quote(a)}" for a in argv) + "`",
+        "Date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "Client": f"{client.agent} {client.version}",
+        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "Testsuite": "autobahntestsuite 25.10.1 (autobahn 0.10.9) on Python 2.7",
+        "Cases": ", ".join(patterns),
+        "Wall time": f"{wall:.0f} s for {summary.total} cases",
+    }
+    doc_path.parent.mkdir(parents=True, exist_ok=True)
+    doc_path.write_text(report.render_markdown(summary, metadata, notes))
+    if args.json:
+        payload = {"metadata": metadata, "summary": summary.as_json(), "client_notes": notes}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+    counts = ", ".join(f"{name} {n}" for name, n in summary.behaviors.most_common())
+    print(f"\n{summary.total} cases in {wall:.0f} s: {counts}")
+    print("behaviorClose: " + ", ".join(f"{k} {v}" for k, v in summary.close_behaviors.items()))
+    for case in summary.failing[:MAX_PRINTED_MISSES]:
+        print(f"  MISS {case.id} {case.behavior}/{case.behavior_close}: {case.description}")
+    if len(summary.failing) > MAX_PRINTED_MISSES:
+        print(f"  ... and {len(summary.failing) - MAX_PRINTED_MISSES} more (see the report)")
+    print(f"report: {doc_path}; per-case JSON/HTML: {server.outdir}")
+    return 0 if summary.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
