@@ -60,6 +60,8 @@ __all__ = [
     "accept_key",
     "close_payload",
     "echo_handler",
+    "encode_frame",
+    "iter_frames",
     "negotiate_deflate",
     "parse_close_payload",
     "parse_extensions",
