@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import platform
 import shlex
@@ -111,14 +112,30 @@ def run_cases(client: agents.Client, base_url: str) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # Explicit, because a shell starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    try:
+        with (WORKDIR / ".lock").open("w") as lock:
+            try:
+                # Two runs would share the report folder and the port file.
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"error: another run.py is using {WORKDIR}; wait for it", file=sys.stderr)
+                return 2
+            return _main(args, argv)
+    except KeyboardInterrupt:
+        print("interrupted; the fuzzingserver was stopped", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
     patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
     full_run = patterns == ["*"]
     doc_path: Path = args.doc or (DEFAULT_DOC if full_run else WORKDIR / "compliance.md")
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-
     try:
         python27 = env27.find_python27(args.python27)
-        WORKDIR.mkdir(parents=True, exist_ok=True)
         log = WORKDIR / "pip-install.log"
         print(f"Python 2.7: {python27}; testsuite in {SITE_DIR.relative_to(REPO_ROOT)}")
         if env27.ensure_installed(python27, SITE_DIR, REQUIREMENTS, log):
@@ -142,9 +159,6 @@ def main(argv: list[str]) -> int:
         with server:
             print(f"fuzzingserver at {server.url} (log: {server.log_path})", flush=True)
             notes = run_cases(client, server.url)
-    except KeyboardInterrupt:
-        print("interrupted; fuzzingserver stopped", file=sys.stderr)
-        return 130
     except harness_errors as exc:
         print(f"error: the harness could not run the cases: {exc!r}", file=sys.stderr)
         return 2
