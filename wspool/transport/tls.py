@@ -1,0 +1,277 @@
+"""TLS configuration: websocket-client's ``sslopt`` dictionary to an :class:`ssl.SSLContext`.
+
+Secure by default: with no options the context comes from
+:func:`ssl.create_default_context`, so certificates and host names are verified
+against the system trust store.  That store is OpenSSL's default verify paths, which
+honour the ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` environment variables; wspool adds
+no environment handling of its own.  Passing ``ca_certs`` or ``ca_cert_path`` replaces
+the system store with the given certificates.
+
+Recognised ``sslopt`` keys (the websocket-client names):
+
+``cert_reqs``
+    ``ssl.CERT_REQUIRED`` (default), ``ssl.CERT_OPTIONAL`` or ``ssl.CERT_NONE``;
+    ``CERT_NONE`` turns off certificate verification *and* the host name check.
+``check_hostname``
+    ``False`` keeps certificate verification but skips the host name check.
+``ca_certs`` / ``ca_cert_path``
+    a CA bundle file (a directory is accepted too) / a hashed CA directory.
+``certfile``, ``keyfile``, ``password``
+    the client certificate chain for servers that require one.
+``ciphers``, ``ecdh_curve``
+    OpenSSL cipher list / elliptic curve name.
+``ssl_version`` (alias ``protocol``)
+    a ``ssl.PROTOCOL_*`` constant or a :class:`ssl.TLSVersion`, mapped to the
+    context's ``minimum_version``; TLS 1.0 and 1.1 are refused as insecure.
+``server_hostname``
+    the name sent in SNI and checked against the certificate (see
+    :func:`server_hostname_for`).
+``context``
+    a ready :class:`ssl.SSLContext`, used as it is.  It cannot be combined with the
+    keys above except ``server_hostname``: configure the context itself instead.
+``do_handshake_on_connect``, ``suppress_ragged_eofs``
+    accepted for compatibility when ``True`` (wspool always behaves that way).
+
+Every context wspool builds offers ALPN ``http/1.1``.  Any other key raises
+:class:`~wspool.exceptions.WebSocketConfigurationException` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+from wspool.exceptions import WebSocketConfigurationException
+
+__all__ = ["SSLOPT_KEYS", "build_ssl_context", "server_hostname_for"]
+
+_CONTEXT_SHAPING_KEYS = frozenset(
+    {
+        "cert_reqs",
+        "check_hostname",
+        "ca_certs",
+        "ca_cert_path",
+        "certfile",
+        "keyfile",
+        "password",
+        "ciphers",
+        "ecdh_curve",
+        "ssl_version",
+        "protocol",
+    }
+)
+_COMPAT_TRUE_KEYS = frozenset({"do_handshake_on_connect", "suppress_ragged_eofs"})
+
+#: Every ``sslopt`` key wspool understands.
+SSLOPT_KEYS = _CONTEXT_SHAPING_KEYS | _COMPAT_TRUE_KEYS | {"server_hostname", "context"}
+
+
+def build_ssl_context(
+    sslopt: Mapping[str, Any] | None,
+    context: ssl.SSLContext | None = None,
+    *,
+    url: str | None = None,
+) -> ssl.SSLContext:
+    """Return the client :class:`ssl.SSLContext` described by ``sslopt``.
+
+    ``context`` (or ``sslopt["context"]``) is a ready context supplied by the caller;
+    it is returned unchanged, never modified.  ``url`` (credential-free) is attached to
+    any :class:`~wspool.exceptions.WebSocketConfigurationException` raised.
+    """
+    options: Mapping[str, Any] = sslopt if sslopt is not None else {}
+    if not isinstance(options, Mapping):
+        raise WebSocketConfigurationException(
+            f"sslopt must be a dict such as {{'ca_certs': '/path/ca.pem'}}, "
+            f"not {type(options).__name__}",
+            url=url,
+        )
+    for key in options:
+        if key not in SSLOPT_KEYS:
+            known = ", ".join(sorted(SSLOPT_KEYS))
+            raise WebSocketConfigurationException(
+                f"unknown sslopt key {key!r}; the known keys are: {known}", url=url
+            )
+    for key in _COMPAT_TRUE_KEYS & options.keys():
+        if options[key] is not True:
+            raise WebSocketConfigurationException(
+                f"sslopt[{key!r}]={options[key]!r} is not supported: wspool always "
+                "behaves as if it were True; remove the key",
+                url=url,
+            )
+    if "server_hostname" in options and not isinstance(options["server_hostname"], str):
+        raise WebSocketConfigurationException(
+            f"sslopt['server_hostname'] must be a str, not "
+            f"{type(options['server_hostname']).__name__}",
+            url=url,
+        )
+
+    ready = options.get("context")
+    if ready is not None or context is not None:
+        if ready is not None and context is not None and ready is not context:
+            raise WebSocketConfigurationException(
+                "two SSLContexts were given (sslopt['context'] and the context argument); "
+                "pass only one",
+                url=url,
+            )
+        chosen = context if context is not None else ready
+        if not isinstance(chosen, ssl.SSLContext):
+            raise WebSocketConfigurationException(
+                f"sslopt['context'] must be an ssl.SSLContext, not {type(chosen).__name__}",
+                url=url,
+            )
+        clashing = sorted(_CONTEXT_SHAPING_KEYS & options.keys())
+        if clashing:
+            raise WebSocketConfigurationException(
+                f"sslopt keys {clashing} cannot be combined with a ready SSLContext; "
+                "configure the context itself instead",
+                url=url,
+            )
+        return chosen
+    return _build(options, url)
+
+
+def server_hostname_for(host: str, sslopt: Mapping[str, Any] | None) -> str | None:
+    """The name for SNI and the certificate check: ``sslopt["server_hostname"]`` or ``host``.
+
+    For an IP address literal :mod:`ssl` sends no SNI (RFC 6066 §3 forbids it) but
+    still checks the address against the certificate.
+    """
+    if sslopt:
+        override = sslopt.get("server_hostname")
+        if override is not None:
+            return str(override)
+    return host
+
+
+def _build(options: Mapping[str, Any], url: str | None) -> ssl.SSLContext:
+    ca_certs = options.get("ca_certs")
+    ca_cert_path = options.get("ca_cert_path")
+    # websocket-client also accepts a directory in ca_certs
+    if ca_certs is not None and ca_cert_path is None and os.path.isdir(ca_certs):
+        ca_certs, ca_cert_path = None, ca_certs
+    try:
+        if ca_certs is None and ca_cert_path is None:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        else:
+            ctx = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=ca_certs, capath=ca_cert_path
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise WebSocketConfigurationException(
+            f"cannot load the CA certificates (ca_certs={ca_certs!r}, "
+            f"ca_cert_path={ca_cert_path!r}): {exc}; check the path and PEM contents",
+            url=url,
+        ) from exc
+
+    _apply_verification(ctx, options, url)
+    _apply_protocol(ctx, options, url)
+
+    certfile = options.get("certfile")
+    keyfile = options.get("keyfile")
+    password = options.get("password")
+    if certfile is None and (keyfile is not None or password is not None):
+        raise WebSocketConfigurationException(
+            "sslopt 'keyfile'/'password' need 'certfile' (the client certificate) too",
+            url=url,
+        )
+    if certfile is not None:
+        try:
+            ctx.load_cert_chain(certfile, keyfile, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise WebSocketConfigurationException(
+                f"cannot load the client certificate (certfile={certfile!r}, "
+                f"keyfile={keyfile!r}): {exc}; check the paths, PEM contents and password",
+                url=url,
+            ) from exc
+
+    ciphers = options.get("ciphers")
+    if ciphers is not None:
+        try:
+            ctx.set_ciphers(ciphers)
+        except ssl.SSLError as exc:
+            raise WebSocketConfigurationException(
+                f"sslopt['ciphers']={ciphers!r} selects no usable cipher: {exc}", url=url
+            ) from exc
+    curve = options.get("ecdh_curve")
+    if curve is not None:
+        try:
+            ctx.set_ecdh_curve(curve)
+        except (ValueError, TypeError) as exc:
+            raise WebSocketConfigurationException(
+                f"sslopt['ecdh_curve']={curve!r} is not a known curve: {exc}", url=url
+            ) from exc
+
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _apply_verification(ctx: ssl.SSLContext, options: Mapping[str, Any], url: str | None) -> None:
+    cert_reqs = options.get("cert_reqs", ssl.CERT_REQUIRED)
+    try:
+        if isinstance(cert_reqs, bool):
+            raise ValueError(cert_reqs)
+        verify_mode = ssl.VerifyMode(cert_reqs)
+    except ValueError as exc:
+        raise WebSocketConfigurationException(
+            f"sslopt['cert_reqs']={cert_reqs!r} is not ssl.CERT_NONE, ssl.CERT_OPTIONAL "
+            "or ssl.CERT_REQUIRED",
+            url=url,
+        ) from exc
+    check_hostname = options.get("check_hostname")
+    if check_hostname is not None and not isinstance(check_hostname, bool):
+        raise WebSocketConfigurationException(
+            f"sslopt['check_hostname'] must be True or False, not {check_hostname!r}", url=url
+        )
+    if verify_mode == ssl.CERT_NONE:
+        if check_hostname:
+            raise WebSocketConfigurationException(
+                "sslopt check_hostname=True needs certificate verification, but "
+                "cert_reqs=ssl.CERT_NONE turns it off; drop one of them",
+                url=url,
+            )
+        # the host name check must be off before verification can be
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return
+    ctx.verify_mode = verify_mode
+    if check_hostname is not None:
+        ctx.check_hostname = check_hostname
+
+
+def _apply_protocol(ctx: ssl.SSLContext, options: Mapping[str, Any], url: str | None) -> None:
+    if "ssl_version" in options and "protocol" in options:
+        raise WebSocketConfigurationException(
+            "sslopt 'ssl_version' and 'protocol' are the same option; pass only one", url=url
+        )
+    key = "ssl_version" if "ssl_version" in options else "protocol"
+    value = options.get(key)
+    if value is None:
+        return
+    accepted, minimum = _minimum_version_for(value)
+    if not accepted:
+        raise WebSocketConfigurationException(
+            f"sslopt[{key!r}]={value!r} is not supported: use ssl.PROTOCOL_TLS_CLIENT, "
+            "ssl.PROTOCOL_TLSv1_2, ssl.TLSVersion.TLSv1_2 or ssl.TLSVersion.TLSv1_3 "
+            "(TLS 1.0/1.1 and SSL are insecure and refused)",
+            url=url,
+        )
+    if minimum is not None:
+        ctx.minimum_version = minimum
+
+
+def _minimum_version_for(value: Any) -> tuple[bool, ssl.TLSVersion | None]:
+    """Map an ``ssl_version`` value to ``(accepted, minimum TLS version or None to keep)``."""
+    if isinstance(value, ssl.TLSVersion):
+        return value in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3), value
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False, None
+    if value in (int(ssl.PROTOCOL_TLS_CLIENT), int(ssl.PROTOCOL_TLS)):
+        # the generic client protocols keep the default minimum (TLS 1.2 since 3.10)
+        return True, None
+    tls12 = getattr(ssl, "PROTOCOL_TLSv1_2", None)
+    if tls12 is not None and value == int(tls12):
+        # websocket-client users pinned TLS 1.2 this way; allowing 1.3 too only adds safety
+        return True, ssl.TLSVersion.TLSv1_2
+    return False, None
