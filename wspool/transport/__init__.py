@@ -17,7 +17,7 @@ from wspool.transport.proxy import (
     parse_proxy_url,
     select_proxy,
 )
-from wspool.transport.tls import build_ssl_context, server_hostname_for
+from wspool.transport.tls import build_ssl_context, server_hostname_for, tls_handshake_error
 from wspool.transport.url import WebSocketURL, format_host, parse_url
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "parse_url",
     "select_proxy",
     "server_hostname_for",
+    "tls_handshake_error",
 ]

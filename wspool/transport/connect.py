@@ -30,16 +30,12 @@ from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketProxyException,
     WebSocketTimeoutException,
-    WebSocketTLSException,
 )
 from wspool.transport.proxy import ProxyConfig, make_handshake
-from wspool.transport.tls import build_ssl_context
+from wspool.transport.tls import build_ssl_context, tls_handshake_error
 from wspool.transport.url import WebSocketURL, format_host
 
 __all__ = ["open_socket"]
-
-# OpenSSL X509 verify codes for a name that does not match the certificate
-_HOSTNAME_MISMATCH = (62, 64)
 
 
 class _Deadline:
@@ -236,48 +232,18 @@ def _wrap_tls(
         )
         tls.settimeout(deadline.remaining())
         tls.do_handshake()
-    except ssl.SSLCertVerificationError as exc:
-        _close(sock, tls)
-        raise WebSocketTLSException(
-            _verify_message(exc, url, server_hostname), url=url.redacted
-        ) from exc
-    except ssl.SSLError as exc:
-        _close(sock, tls)
-        raise WebSocketTLSException(
-            f"TLS handshake with {url.authority} failed: {exc.reason or exc}; check that the "
-            "server speaks TLS on this port and the sslopt settings (ciphers, versions, "
-            "client certificate)",
-            url=url.redacted,
-        ) from exc
     except TimeoutError as exc:
         _close(sock, tls)
         raise WebSocketTimeoutException(
             f"timed out during the TLS handshake with {url.authority}", url=url.redacted
         ) from exc
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError included
         _close(sock, tls)
-        raise WebSocketTLSException(
-            f"connection failed during the TLS handshake with {url.authority}: {exc}",
-            url=url.redacted,
-        ) from exc
+        raise tls_handshake_error(exc, url, server_hostname) from exc
     except BaseException:
         _close(sock, tls)
         raise
     return tls
-
-
-def _verify_message(exc: ssl.SSLCertVerificationError, url: WebSocketURL, name: str) -> str:
-    detail = exc.verify_message or exc.reason or str(exc)
-    if exc.verify_code in _HOSTNAME_MISMATCH:
-        return (
-            f"certificate verify failed: {detail} for {url.redacted} (checked name {name!r}) "
-            "— connect with a name the certificate was issued for, set "
-            "sslopt={'server_hostname': ...}, or fix the server certificate"
-        )
-    return (
-        f"certificate verify failed: {detail} for {url.redacted} "
-        "— pass sslopt={'ca_certs': ...} or fix the server certificate"
-    )
 
 
 def _close(sock: socket.socket, tls: ssl.SSLSocket | None) -> None:

@@ -43,9 +43,13 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from wspool.exceptions import WebSocketConfigurationException
+from wspool.exceptions import WebSocketConfigurationException, WebSocketTLSException
+from wspool.transport.url import WebSocketURL
 
-__all__ = ["SSLOPT_KEYS", "build_ssl_context", "server_hostname_for"]
+__all__ = ["SSLOPT_KEYS", "build_ssl_context", "server_hostname_for", "tls_handshake_error"]
+
+# OpenSSL X509 verify codes for a host name / IP address that the certificate does not name
+_NAME_MISMATCH_CODES = (62, 64)
 
 _CONTEXT_SHAPING_KEYS = frozenset(
     {
@@ -143,6 +147,38 @@ def server_hostname_for(host: str, sslopt: Mapping[str, Any] | None) -> str | No
         if override is not None:
             return str(override)
     return host
+
+
+def tls_handshake_error(
+    exc: OSError, url: WebSocketURL, server_hostname: str | None
+) -> WebSocketTLSException:
+    """The :class:`~wspool.exceptions.WebSocketTLSException` for a failed TLS handshake.
+
+    Shared by the blocking driver and the pool; the caller chains ``exc`` (``raise ...
+    from exc``).  The message says what failed and which option fixes it.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or str(exc)
+        if exc.verify_code in _NAME_MISMATCH_CODES:
+            message = (
+                f"certificate verify failed: {detail} for {url.redacted} (checked name "
+                f"{server_hostname!r}) — connect with a name the certificate was issued for, "
+                "set sslopt={'server_hostname': ...}, or fix the server certificate"
+            )
+        else:
+            message = (
+                f"certificate verify failed: {detail} for {url.redacted} "
+                "— pass sslopt={'ca_certs': ...} or fix the server certificate"
+            )
+    elif isinstance(exc, ssl.SSLError):
+        message = (
+            f"TLS handshake with {url.authority} failed: {exc.reason or exc}; check that the "
+            "server speaks TLS on this port and the sslopt settings (ciphers, versions, "
+            "client certificate)"
+        )
+    else:
+        message = f"connection failed during the TLS handshake with {url.authority}: {exc}"
+    return WebSocketTLSException(message, url=url.redacted)
 
 
 def _build(options: Mapping[str, Any], url: str | None) -> ssl.SSLContext:
