@@ -368,7 +368,12 @@ class SocksProxy(_ThreadedServer):
         self.hosts = {k.lower(): v for k, v in (hosts or {}).items()}
         self.requests: list[SocksRequest] = []
 
-    def url(self, scheme: str = "socks5") -> str:
+    @property
+    def url(self) -> str:
+        return self.url_for("socks5")
+
+    def url_for(self, scheme: str) -> str:
+        """The proxy URL with another scheme (``socks5h``, ``socks4``, ``socks4a``)."""
         return f"{scheme}://{self.host}:{self.port}"
 
     def _handle(self, conn: socket.socket) -> None:

@@ -3,9 +3,11 @@ and opening real sockets (127.0.0.1 only) directly, through proxies and with TLS
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import ssl
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -854,6 +856,35 @@ def test_socks4_tunnels(echo: EchoServer, kind: str, host: str) -> None:
         assert (request.version, request.host, request.user) == (4, host, "me")
 
 
+def test_environment_selected_proxy_end_to_end(
+    echo: EchoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with HttpConnectProxy(auth=("env", "pw")) as http_proxy, SocksProxy() as socks_proxy:
+        target = parse_url(f"ws://127.0.0.1:{echo.port}/")
+        monkeypatch.setenv("http_proxy", http_proxy.url.replace("://", "://env:pw@"))
+        monkeypatch.setenv("no_proxy", "example.org")  # replaces the loopback default
+        proxy = select_proxy(target)
+        with open_socket(
+            target, timeout=5.0, proxy=proxy, ssl_context=None, server_hostname=None
+        ) as sock:
+            assert roundtrip(sock) == b"hello through the tunnel"
+        assert http_proxy.requests[0].credentials == ("env", "pw")
+
+        monkeypatch.delenv("http_proxy")
+        monkeypatch.setenv("ALL_PROXY", socks_proxy.url_for("socks5h"))
+        proxy = select_proxy(target)
+        assert proxy is not None and proxy.type == "socks5h"
+        with open_socket(
+            target, timeout=5.0, proxy=proxy, ssl_context=None, server_hostname=None
+        ) as sock:
+            assert roundtrip(sock) == b"hello through the tunnel"
+        assert len(socks_proxy.requests) == 1
+
+        monkeypatch.setenv("no_proxy", f"127.0.0.1:{echo.port}")
+        assert select_proxy(target) is None
+        assert len(http_proxy.requests) == 1
+
+
 def test_proxy_not_listening() -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
@@ -912,12 +943,17 @@ def test_no_socket_leaks_on_error_paths(tls_echo: EchoServer, echo: EchoServer) 
             ),
         ]
         before = open_fds()
-        for expected, attempt in failures:
-            with pytest.raises(expected):
-                attempt()
+        # CPython closes a dropped socket itself, with a ResourceWarning: catch both signs
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for expected, attempt in failures:
+                with pytest.raises(expected):
+                    attempt()
+            gc.collect()
         for server in (tls_echo, echo, http_proxy, socks_proxy):
             server.wait_idle()
         assert open_fds() == before
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_url_type_is_frozen() -> None:
