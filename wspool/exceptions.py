@@ -133,7 +133,9 @@ class WebSocketRedirectException(WebSocketHandshakeException):
 class WebSocketConnectionClosedException(WebSocketException):
     """The connection is closed: nothing can be sent or received any more."""
 
-    def __init__(self, message: str = "Connection is already closed.", *, url: str | None = None) -> None:
+    def __init__(
+        self, message: str = "Connection is already closed.", *, url: str | None = None
+    ) -> None:
         super().__init__(message, url=url)
 
 
