@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import wspool  # noqa: E402
-from wsserver import WSServer  # noqa: E402
+from wsserver import WSServer
+
+import wspool
 
 
 def main() -> None:
@@ -33,7 +34,8 @@ def main() -> None:
             ws.send(big)
             echoed = ws.recv()
             elapsed = (time.perf_counter() - started) * 1000
-            print(f"large  -> {len(echoed)} characters back in {elapsed:.1f} ms, intact: {echoed == big}")
+            print(f"large  -> {len(echoed)} characters back in {elapsed:.1f} ms")
+            print(f"          intact: {echoed == big}")
             ws.ping(b"are you there")
             opcode, data = ws.recv_data(control_frame=True)
             print(f"ping   -> {wspool.Opcode(opcode).name} {data!r}")

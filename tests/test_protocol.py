@@ -268,7 +268,7 @@ def test_skip_utf8_validation_delivers_undecodable_text() -> None:
 
 def test_server_close_is_echoed_and_closes_5_5_1() -> None:
     proto = ClientProtocol()
-    events = feed(proto, server_frame(CLOSE, close_payload(1001, "bye".encode())))
+    events = feed(proto, server_frame(CLOSE, close_payload(1001, b"bye")))
     assert events == [CloseReceived(1001, "bye", close_payload(1001, b"bye"))]
     [(opcode, _, _, _, payload)] = parse_client_frames(proto.data_to_send())
     assert (opcode, payload) == (CLOSE, close_payload(1001))
@@ -555,9 +555,7 @@ def test_compressed_fragmented_message_7692_7_2_2() -> None:
 def test_rsv1_on_continuation_rejected_7692_6_1() -> None:
     proto = _negotiated()
     feed(proto, server_frame(BINARY, b"", fin=False))
-    assert_fails(
-        proto, server_frame(CONT, b"", rsv1=True), 1002, WebSocketProtocolException
-    )
+    assert_fails(proto, server_frame(CONT, b"", rsv1=True), 1002, WebSocketProtocolException)
 
 
 def test_decompression_bomb_is_bounded_1009() -> None:

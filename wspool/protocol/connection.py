@@ -108,7 +108,8 @@ class ClientProtocol:
         self._rx_opcode: int | None = None
         self._rx_compressed = False
         self._rx_size = 0
-        self._rx_parts: list[bytes] | list[str] = []
+        self._rx_chunks: list[bytes] = []  # binary, or text when not validated
+        self._rx_texts: list[str] = []  # text decoded fragment by fragment
         self._rx_decoder: _Utf8Decoder | None = None
 
         # Opcode of the fragmented message being sent with send_fragment, if any.
@@ -286,7 +287,6 @@ class ClientProtocol:
             self._rx_opcode = opcode
             self._rx_compressed = rsv1
             self._rx_size = 0
-            self._rx_parts = []
             if opcode == _TEXT and not self.skip_utf8_validation:
                 self._rx_decoder = make_utf8_decoder()
 
@@ -312,24 +312,31 @@ class ClientProtocol:
         if self._frame_events:
             events.append(Fragment(opcode, payload, fin))
         elif text is not None:
-            self._rx_parts.append(text)  # type: ignore[arg-type]
+            self._rx_texts.append(text)
         else:
-            self._rx_parts.append(payload)  # type: ignore[arg-type]
+            self._rx_chunks.append(payload)
 
         if fin:
+            message_opcode = self._rx_opcode
+            assert message_opcode is not None
             if not self._frame_events:
-                events.append(Message(self._rx_opcode, self._join_parts()))  # type: ignore[arg-type]
+                events.append(Message(message_opcode, self._join_message(message_opcode)))
             self._rx_opcode = None
-            self._rx_parts = []
             self._rx_decoder = None
 
-    def _join_parts(self) -> str | bytes:
-        parts = self._rx_parts
-        if self._rx_opcode != _TEXT:
-            return b"".join(parts)  # type: ignore[arg-type]
+    def _join_message(self, opcode: int) -> str | bytes:
+        """The assembled message; empties the fragment lists."""
+        if self._rx_texts:
+            text = "".join(self._rx_texts)
+            self._rx_texts = []
+            return text
+        data = b"".join(self._rx_chunks)
+        self._rx_chunks = []
+        if opcode != _TEXT:
+            return data
         if self._rx_decoder is not None:
-            return "".join(parts)  # type: ignore[arg-type]
-        return b"".join(parts).decode("utf-8", "surrogateescape")  # type: ignore[arg-type]
+            return ""  # validated text whose every fragment was empty
+        return data.decode("utf-8", "surrogateescape")
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> bool:
         """Handle a ping, pong or close; True when it was the close frame."""
