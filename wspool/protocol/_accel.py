@@ -5,10 +5,10 @@ per-message hot path.  The implementations here were chosen by measurement on CP
 3.11 (numbers and the command to reproduce them: ``docs/accelerators.md``,
 ``bench/micro_accel.py``):
 
-* masking uses ``wsaccel`` when it is installed (about 1.8 GB/s) except for tiny
-  payloads, where the pure path is cheaper than building a masker object; without it,
-  one big-int XOR for payloads up to :data:`MASK_CHUNK` bytes and the same XOR applied
-  chunk by chunk, with one mask integer reused for every chunk, above that.
+* masking uses ``wsaccel`` when it is installed (about 1.8 GB/s, and no slower than
+  the pure path even for 2-byte payloads); without it, one big-int XOR for payloads up
+  to :data:`MASK_CHUNK` bytes and the same XOR applied chunk by chunk, with one mask
+  integer reused for every chunk, above that.
 * UTF-8 always uses the standard library codec: text messages must become ``str`` anyway,
   and decoding is faster than wsaccel's validator alone.  A small fix on top makes the
   incremental decoder reject truncated surrogates at the fragment where they appear.
@@ -26,7 +26,6 @@ from wspool.exceptions import WebSocketConfigurationException
 __all__ = [
     "HAVE_WSACCEL",
     "MASK_CHUNK",
-    "WSACCEL_MIN_SIZE",
     "Utf8Decoder",
     "apply_mask",
     "apply_mask_stdlib",
@@ -37,18 +36,14 @@ Buffer = bytes | bytearray | memoryview
 
 #: Payloads longer than this are masked chunk by chunk (16 KiB won on 64 KiB..16 MiB).
 MASK_CHUNK: Final = 16 * 1024
-#: With wsaccel, payloads shorter than this take the pure path (cheaper per call).
-WSACCEL_MIN_SIZE: Final = 16
 
 _from_bytes = int.from_bytes
 
 
-def _check_key(key: bytes) -> None:
-    if len(key) != 4:
-        raise WebSocketConfigurationException(
-            f"masking key must be exactly 4 bytes (RFC 6455 §5.3), got {len(key)}; "
-            "pass os.urandom(4)"
-        )
+def _bad_key(key: bytes) -> WebSocketConfigurationException:
+    return WebSocketConfigurationException(
+        f"masking key must be exactly 4 bytes (RFC 6455 §5.3), got {len(key)}; pass os.urandom(4)"
+    )
 
 
 def _mask_whole(data: Buffer, key: bytes) -> bytes:
@@ -87,7 +82,8 @@ def apply_mask_stdlib(data: Buffer, key: bytes) -> bytes:
     Byte ``i`` of the result is ``data[i] ^ key[i % 4]``.  ``data`` is any byte buffer
     (a memoryview must be a view of bytes); a new ``bytes`` object is returned.
     """
-    _check_key(key)
+    if len(key) != 4:
+        raise _bad_key(key)
     if len(data) <= MASK_CHUNK:
         return _mask_whole(data, key)
     return _mask_chunked(data, key)
@@ -99,36 +95,34 @@ class _Masker(Protocol):
     def process(self, data: Buffer, /) -> bytes: ...
 
 
-def _load_wsaccel_masker() -> Callable[[bytes], _Masker] | None:
+def _load_wsaccel() -> Callable[[Buffer, bytes], bytes] | None:
+    """``apply_mask`` built on wsaccel's C loop, or ``None`` when wsaccel is missing."""
     try:
         module = importlib.import_module("wsaccel.xormask")
     except ImportError:
         return None
-    factory: Callable[[bytes], _Masker] = module.XorMaskerSimple
-    return factory
+    masker: Callable[[bytes], _Masker] = module.XorMaskerSimple
+
+    def apply_mask_wsaccel(data: Buffer, key: bytes) -> bytes:
+        try:
+            return masker(key).process(data)  # it checks the key length itself
+        except ValueError:
+            if len(key) != 4:
+                raise _bad_key(key) from None
+            raise
+
+    return apply_mask_wsaccel
 
 
-_wsaccel_masker: Final = _load_wsaccel_masker()
+_apply_mask_wsaccel: Final = _load_wsaccel()
 
 #: True when the optional ``wsaccel`` package is importable and used for masking.
-HAVE_WSACCEL: Final = _wsaccel_masker is not None
-
-
-def _apply_mask_wsaccel(data: Buffer, key: bytes) -> bytes:
-    """Mask with wsaccel's C loop; tiny payloads stay on the cheaper pure path."""
-    _check_key(key)
-    if len(data) < WSACCEL_MIN_SIZE:
-        return _mask_whole(data, key)
-    assert _wsaccel_masker is not None
-    return _wsaccel_masker(key).process(data)
-
+HAVE_WSACCEL: Final = _apply_mask_wsaccel is not None
 
 #: ``apply_mask(data, key) -> bytes``: mask or unmask ``data`` with the 4-byte ``key``
 #: (RFC 6455 §5.3), returning new ``bytes``.  wsaccel when installed, else
 #: :func:`apply_mask_stdlib`.  Bound once at import so each call is a single dispatch.
-apply_mask: Final[Callable[[Buffer, bytes], bytes]] = (
-    _apply_mask_wsaccel if HAVE_WSACCEL else apply_mask_stdlib
-)
+apply_mask: Final[Callable[[Buffer, bytes], bytes]] = _apply_mask_wsaccel or apply_mask_stdlib
 
 
 class Utf8Decoder:
