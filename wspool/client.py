@@ -126,12 +126,12 @@ class WebSocket:
         self.close_timeout = close_timeout
         self._proto = protocol
         self._events: deque[Event] = deque()
+        # Frames that arrived in the same read as the handshake response.  They are fed
+        # to the core by the first read, once it has chosen messages or frame events.
+        self._leftover = leftover
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._proto_lock = threading.Lock()
-        if leftover:
-            # Frames that arrived in the same read as the handshake response.
-            self._feed(leftover)
 
     # ---------------------------------------------------------------- properties
 
@@ -218,7 +218,11 @@ class WebSocket:
         with self._write_lock:
             with self._proto_lock:
                 self._socket()
-                data: bytes = build()
+                try:
+                    data: bytes = build()
+                except WebSocketException as exc:
+                    exc.url = exc.url or self.url
+                    raise
             self._sendall(data)
             return len(data)
 
@@ -259,6 +263,10 @@ class WebSocket:
     def _next_event(self) -> Event:
         """The next event, reading from the socket as needed; caller holds ``_read_lock``."""
         while not self._events:
+            if self._leftover:
+                data, self._leftover = self._leftover, b""
+                self._feed(data)
+                continue
             sock = self._socket()
             try:
                 data = sock.recv(_RECV_SIZE)
@@ -276,12 +284,33 @@ class WebSocket:
             with contextlib.suppress(WebSocketException):
                 self._flush_replies()
             self._drop()
-            exc = event.exc
-            exc.url = self.url
-            raise exc
+            error = event.exc
+            error.url = self.url
+            raise error
         elif isinstance(event, EndOfStream):
             self._drop()
         return event
+
+    def _next_message_event(self) -> Event:
+        """Like ``_next_event``, but without ``fire_cont_frame`` fragments that were
+        parsed in frame mode (after a ``recv_frame``) come out joined as one Message."""
+        event = self._next_event()
+        if not isinstance(event, Fragment) or self.fire_cont_frame:
+            return event
+        parts = [event.data]
+        opcode, fin = event.opcode, event.fin
+        while not fin:
+            part = self._next_event()
+            if isinstance(part, Fragment):
+                parts.append(part.data)
+                fin = part.fin
+            elif isinstance(part, CloseReceived | EndOfStream):
+                return part  # the message never ended
+        data = b"".join(parts)
+        if opcode == Opcode.TEXT:
+            # Already validated fragment by fragment unless skip_utf8_validation.
+            return Message(opcode, data.decode("utf-8", "surrogateescape"))
+        return Message(opcode, data)
 
     def recv(self) -> str | bytes:
         """The next message: ``str`` for text, ``bytes`` for binary.
@@ -290,15 +319,22 @@ class WebSocket:
         reply is sent for you); after that it raises
         :class:`WebSocketConnectionClosedException`.
         """
+        message = self._recv_message()
+        return "" if message is None else message
+
+    def _recv_message(self) -> str | bytes | None:
+        """The next message (or fragment, with ``fire_cont_frame``); ``None`` for the
+        peer's close frame, which an empty text message must not be mistaken for."""
         with self._read_lock:
+            self._set_frame_events(self.fire_cont_frame)
             while True:
-                event = self._next_event()
+                event = self._next_message_event()
                 if type(event) is Message:
                     return event.data
                 if isinstance(event, Fragment):
                     return event.data
                 if isinstance(event, CloseReceived):
-                    return ""
+                    return None
                 if isinstance(event, EndOfStream):
                     raise WebSocketConnectionClosedException(url=self.url)
 
@@ -317,7 +353,7 @@ class WebSocket:
         with self._read_lock:
             self._set_frame_events(self.fire_cont_frame)
             while True:
-                event = self._next_event()
+                event = self._next_message_event()
                 frame = _event_frame(event)
                 if frame is None:
                     raise WebSocketConnectionClosedException(url=self.url)
@@ -336,17 +372,24 @@ class WebSocket:
             return frame
 
     def _set_frame_events(self, on: bool) -> None:
+        """Choose messages or single frames for what is parsed from now on.
+
+        In the middle of a fragmented message the mode stays as it is: the rest of
+        that message keeps coming out the way it started.
+        """
         with self._proto_lock:
-            self._proto.frame_events = on
+            if self._proto.frame_events != on:
+                with contextlib.suppress(WebSocketConfigurationException):
+                    self._proto.frame_events = on
 
     def __iter__(self) -> Iterator[str | bytes]:
         """Messages until the peer closes the connection."""
         while True:
             try:
-                message = self.recv()
+                message = self._recv_message()
             except WebSocketConnectionClosedException:
                 return
-            if message == "" and self._proto.state is ConnectionState.CLOSED:
+            if message is None:
                 return
             yield message
 
@@ -366,12 +409,21 @@ class WebSocket:
         """
         if self.sock is None:
             return
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8")
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
         try:
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8")
             with self._write_lock, self._proto_lock:
                 frame = self._proto.send_close(status, reason)
+        except UnicodeDecodeError as decode_error:
+            raise WebSocketConfigurationException(
+                f"close reason {reason!r} is not UTF-8: pass a str or UTF-8 bytes", url=self.url
+            ) from decode_error
+        except WebSocketException as refused:
+            # A bad code or reason: nothing was sent and the connection stays open.
+            refused.url = refused.url or self.url
+            raise
+        try:
             if frame:
                 with self._write_lock:
                     self._sendall(frame)
@@ -413,6 +465,9 @@ class WebSocket:
     def _drop(self) -> None:
         sock, self.sock = self.sock, None
         if sock is not None:
+            # shutdown() first: closing alone does not wake a thread blocked in recv.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 
