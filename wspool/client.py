@@ -55,7 +55,7 @@ from wspool.protocol.handshake import (
 )
 from wspool.transport.connect import open_socket
 from wspool.transport.proxy import select_proxy
-from wspool.transport.tls import build_ssl_context, server_hostname_for
+from wspool.transport.tls import build_ssl_context, server_hostname_for, tls_handshake_error
 from wspool.transport.url import WebSocketURL, parse_url
 
 __all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
@@ -677,7 +677,11 @@ def _exchange(
         raise WebSocketTimeoutException(
             "timed out waiting for the handshake response (open_timeout)"
         ) from exc
-    except (ssl.SSLError, OSError) as exc:
+    except ssl.SSLError as exc:
+        # With TLS 1.3 the server checks a client certificate after the client's side of
+        # the TLS handshake finished: its refusal arrives here, as an alert.
+        raise tls_handshake_error(exc, target, target.host) from exc
+    except OSError as exc:
         if isinstance(exc, WebSocketException):
             raise
         raise WebSocketHandshakeException(f"connection failed during the handshake: {exc}") from exc

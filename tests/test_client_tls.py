@@ -1,0 +1,256 @@
+"""End-to-end tests of ``wspool.connect`` over TLS (wss://) against the test server.
+
+Certificates come from a trustme CA (``tests/conftest.py``); the server listens on
+127.0.0.1 only.  Its certificate names ``localhost`` and ``127.0.0.1`` unless a test
+issues another one.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import ssl
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from wsserver import ServerConnection, WSServer
+
+import wspool
+from wspool import (
+    WebSocketConfigurationException,
+    WebSocketException,
+    WebSocketTLSException,
+)
+
+WSServerFactory = Callable[..., WSServer]
+WAIT = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def server_context(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, list[str | None]]:
+    """A server context with a certificate for ``names``; the list collects the SNI
+    name of every TLS handshake (None when the client sent none)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(ctx)
+    seen: list[str | None] = []
+
+    def record(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        seen.append(name)
+
+    ctx.sni_callback = record  # type: ignore[assignment]
+    return ctx, seen
+
+
+def echo_once(ws: wspool.WebSocket) -> None:
+    ws.send("over tls")
+    assert ws.recv() == "over tls"
+    ws.send(b"\x00" * 5000)
+    assert ws.recv() == b"\x00" * 5000
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_wss_with_ca_certs(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, ca_file: str
+) -> None:
+    """sslopt={"ca_certs": path} trusts the test CA; certificate and host name are
+    verified (RFC 6455 §4.1: wss runs the handshake over TLS)."""
+    server = ws_server(ssl_context=tls_server_ctx)
+    with wspool.connect(server.url + "/secure", sslopt={"ca_certs": ca_file}, timeout=WAIT) as ws:
+        assert ws.url.startswith("wss://localhost:")
+        echo_once(ws)
+    request = server.requests[0]
+    assert request.tls
+    assert request.path == "/secure"
+    assert request.get("Host") == f"localhost:{server.port}"
+    assert request.get("Origin") == f"https://localhost:{server.port}"
+
+
+def test_wss_to_ip_address(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, ca_file: str
+) -> None:
+    """An IP literal is checked against the certificate's IP SAN."""
+    server = ws_server(ssl_context=tls_server_ctx)
+    url = f"wss://127.0.0.1:{server.port}"
+    with wspool.connect(url, sslopt={"ca_certs": ca_file}, timeout=WAIT) as ws:
+        echo_once(ws)
+
+
+def test_wss_with_ssl_context(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, tls_client_ctx: ssl.SSLContext
+) -> None:
+    """ssl=SSLContext is used as it is; so is sslopt={"context": ...}."""
+    server = ws_server(ssl_context=tls_server_ctx)
+    with wspool.connect(server.url, ssl=tls_client_ctx, timeout=WAIT) as ws:
+        echo_once(ws)
+    with wspool.connect(server.url, sslopt={"context": tls_client_ctx}, timeout=WAIT) as ws:
+        echo_once(ws)
+    with pytest.raises(WebSocketConfigurationException):
+        wspool.connect(server.url, ssl=tls_client_ctx, sslopt={"ca_certs": "ca.pem"})
+
+
+def test_default_verification_rejects_untrusted_certificate(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext
+) -> None:
+    """Secure by default: a certificate from an unknown CA fails with
+    WebSocketTLSException (the ssl error chained), naming the URL."""
+    server = ws_server(ssl_context=tls_server_ctx)
+    gc.collect()
+    before = fds()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        with pytest.raises(WebSocketTLSException) as info:
+            wspool.connect(server.url, timeout=WAIT)
+        gc.collect()
+    assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+    assert f"localhost:{server.port}" in str(info.value)
+    assert server.connections == []
+    server.wait_for(lambda: server.handshake_errors)  # its end has seen the failure
+    assert fds() <= before
+
+
+def test_wrong_host_name_is_rejected(
+    ws_server: WSServerFactory, tls_ca: trustme.CA, ca_file: str
+) -> None:
+    """A trusted certificate for another name fails the host name check."""
+    ctx, _ = server_context(tls_ca, "other.example")
+    server = ws_server(ssl_context=ctx)
+    with pytest.raises(WebSocketTLSException) as info:
+        wspool.connect(server.url, sslopt={"ca_certs": ca_file}, timeout=WAIT)
+    assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+    assert "localhost" in str(info.value)
+
+
+def test_check_hostname_false_skips_only_the_name_check(
+    ws_server: WSServerFactory, tls_ca: trustme.CA, ca_file: str, tls_server_ctx: ssl.SSLContext
+) -> None:
+    """check_hostname=False accepts a trusted certificate for another name, but still
+    refuses an untrusted one."""
+    ctx, _ = server_context(tls_ca, "other.example")
+    server = ws_server(ssl_context=ctx)
+    sslopt = {"ca_certs": ca_file, "check_hostname": False}
+    with wspool.connect(server.url, sslopt=sslopt, timeout=WAIT) as ws:
+        echo_once(ws)
+    untrusted = ws_server(ssl_context=tls_server_ctx)
+    with pytest.raises(WebSocketTLSException):
+        wspool.connect(untrusted.url, sslopt={"check_hostname": False}, timeout=WAIT)
+
+
+def test_cert_none_skips_verification(ws_server: WSServerFactory, tls_ca: trustme.CA) -> None:
+    """cert_reqs=ssl.CERT_NONE accepts an untrusted certificate for another name."""
+    ctx, _ = server_context(tls_ca, "other.example")
+    server = ws_server(ssl_context=ctx)
+    with wspool.connect(server.url, sslopt={"cert_reqs": ssl.CERT_NONE}, timeout=WAIT) as ws:
+        echo_once(ws)
+
+
+def test_sni_server_hostname_option(
+    ws_server: WSServerFactory, tls_ca: trustme.CA, ca_file: str
+) -> None:
+    """SNI carries the URL's host name, or sslopt["server_hostname"], which is also
+    the name checked (RFC 6066 §3); an IP literal sends no SNI."""
+    ctx, seen = server_context(tls_ca, "localhost", "127.0.0.1", "virtual.example")
+    server = ws_server(ssl_context=ctx)
+    with wspool.connect(server.url, sslopt={"ca_certs": ca_file}, timeout=WAIT):
+        pass
+    ip_url = f"wss://127.0.0.1:{server.port}"
+    with wspool.connect(ip_url, sslopt={"ca_certs": ca_file}, timeout=WAIT):
+        pass
+    sslopt = {"ca_certs": ca_file, "server_hostname": "virtual.example"}
+    with wspool.connect(ip_url, sslopt=sslopt, timeout=WAIT) as ws:
+        echo_once(ws)
+    assert seen == ["localhost", None, "virtual.example"]
+    sslopt = {"ca_certs": ca_file, "server_hostname": "not-on-the-cert.example"}
+    with pytest.raises(WebSocketTLSException):
+        wspool.connect(ip_url, sslopt=sslopt, timeout=WAIT)
+
+
+@pytest.fixture
+def client_cert_server(ws_server: WSServerFactory, tls_ca: trustme.CA) -> WSServer:
+    """A TLS server that requires a client certificate signed by the test CA."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    tls_ca.configure_trust(ctx)
+
+    def handler(conn: ServerConnection) -> None:
+        peer = conn.sock.getpeercert()  # type: ignore[attr-defined]
+        assert peer is not None
+        conn.send_message(str(dict(x[0] for x in peer["subject"]).get("commonName", "")))
+        conn.recv_message(WAIT)
+
+    return ws_server(handler, ssl_context=ctx)
+
+
+def test_client_certificate(
+    client_cert_server: WSServer, tls_ca: trustme.CA, ca_file: str, tmp_path: Path
+) -> None:
+    """certfile + keyfile present a client certificate the server verifies."""
+    cert = tls_ca.issue_cert("client.example", common_name="client.example")
+    certfile, keyfile = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    sslopt = {"ca_certs": ca_file, "certfile": str(certfile), "keyfile": str(keyfile)}
+    with wspool.connect(client_cert_server.url, sslopt=sslopt, timeout=WAIT) as ws:
+        assert ws.recv() == "client.example"
+
+
+def test_client_certificate_with_encrypted_key(
+    client_cert_server: WSServer, tls_ca: trustme.CA, ca_file: str, tmp_path: Path
+) -> None:
+    """password= decrypts an encrypted private key; a wrong one is a configuration
+    or TLS error, never a hang."""
+    cert = tls_ca.issue_cert("enc.example", common_name="enc.example")
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret"),
+    )
+    both = tmp_path / "both.pem"
+    both.write_bytes(encrypted + cert.cert_chain_pems[0].bytes())
+    sslopt = {"ca_certs": ca_file, "certfile": str(both), "password": "s3cret"}
+    with wspool.connect(client_cert_server.url, sslopt=sslopt, timeout=WAIT) as ws:
+        assert ws.recv() == "enc.example"
+    with pytest.raises(WebSocketException):
+        wspool.connect(client_cert_server.url, sslopt={**sslopt, "password": "wrong"}, timeout=WAIT)
+
+
+def test_missing_client_certificate_fails(client_cert_server: WSServer, ca_file: str) -> None:
+    """Without the required client certificate the connection fails with a TLS error
+    (with TLS 1.3 the server's alert arrives after the client's handshake ended)."""
+    with pytest.raises(WebSocketTLSException) as info:
+        wspool.connect(client_cert_server.url, sslopt={"ca_certs": ca_file}, timeout=WAIT)
+    assert f"localhost:{client_cert_server.port}" in str(info.value)
+
+
+def test_tls_to_a_plain_server_fails_cleanly(ws_server: WSServerFactory, ca_file: str) -> None:
+    """wss:// to a server that does not speak TLS: a TLS error, not a hang.  (The test
+    server drops a request it cannot parse after handshake_timeout.)"""
+    server = ws_server(handshake_timeout=0.2)
+    with pytest.raises(WebSocketTLSException) as info:
+        wspool.connect(
+            f"wss://127.0.0.1:{server.port}", sslopt={"ca_certs": ca_file}, open_timeout=WAIT
+        )
+    assert f"127.0.0.1:{server.port}" in str(info.value)
+
+
+def test_unknown_sslopt_key_is_refused(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext
+) -> None:
+    server = ws_server(ssl_context=tls_server_ctx)
+    with pytest.raises(WebSocketConfigurationException) as info:
+        wspool.connect(server.url, sslopt={"ca_cert": "typo"})
+    assert "ca_cert" in str(info.value)
