@@ -585,6 +585,23 @@ def test_timeout_option_applies_to_reads(ws_server: WSServerFactory) -> None:
         assert ws.recv() == b"ok"
 
 
+def test_write_timeout_drops_the_connection(ws_server: WSServerFactory) -> None:
+    """A send that times out may have written part of a frame (and moved the
+    compression context on): the connection is dropped rather than left corrupt."""
+    stop = threading.Event()
+    server = ws_server(lambda conn: stop.wait(WAIT))  # never reads
+    with no_fd_leak():
+        ws = wspool.connect(server.url, compression=None, timeout=0.2)
+        with pytest.raises(WebSocketTimeoutException) as info:
+            for _ in range(64):  # far more than the socket buffers hold
+                ws.send_binary(b"\x00" * MIB)
+        assert server.url in str(info.value)
+        assert ws.sock is None
+        with pytest.raises(WebSocketConnectionClosedException):
+            ws.send("after")
+        stop.set()
+
+
 def test_timeout_in_the_middle_of_a_message_loses_nothing(ws_server: WSServerFactory) -> None:
     """A timeout while half a frame has arrived keeps the half: the next recv
     completes the message."""
@@ -1491,14 +1508,49 @@ def test_sockopt_source_address_and_aliases(ws_server: WSServerFactory) -> None:
     assert server.requests[0].client_address == ("127.0.0.1", local_port)
 
 
-def test_invalid_options_raise_configuration_errors(ws_server: WSServerFactory) -> None:
+INVALID_OPTIONS: list[dict[str, Any]] = [
+    {"max_size": -1},
+    {"max_size": 1.5},
+    {"compression": "brotli"},
+    {"compression": {"bogus": 1}},
+    {"proxy_type": "gopher"},
+    {"subprotocols": ["bad value"]},
+    {"header": {"X-Evil": "a\r\nInjected: yes"}},
+    {"header": {"Sec-WebSocket-Key": "mine"}},
+    {"redirect_limit": -1},
+    {"timeout": -1},
+    {"open_timeout": -0.5},
+    {"close_timeout": None},
+    {"http_proxy_host": "127.0.0.1", "http_proxy_port": "abc"},
+]
+
+
+@pytest.mark.parametrize("options", INVALID_OPTIONS, ids=lambda o: ",".join(map(str, o.items())))
+def test_invalid_options_fail_before_connecting(
+    ws_server: WSServerFactory, options: dict[str, Any]
+) -> None:
+    """An unusable option raises WebSocketConfigurationException (also a ValueError)
+    naming the URL without credentials, before anything is sent to the server."""
     server = ws_server()
-    with pytest.raises(WebSocketConfigurationException):
-        wspool.connect(server.url, max_size=-1)
-    with pytest.raises(WebSocketConfigurationException):
-        wspool.connect(server.url, proxy_type="gopher")
-    with pytest.raises(WebSocketConfigurationException):
-        wspool.connect(server.url, subprotocols=["bad value"])
+    with no_fd_leak(), pytest.raises(WebSocketConfigurationException) as info:
+        wspool.connect(f"ws://user:pa55@127.0.0.1:{server.port}/", **options)
+    assert isinstance(info.value, ValueError)
+    assert f"ws://127.0.0.1:{server.port}/" in str(info.value)
+    assert "pa55" not in str(info.value)
+    assert server.requests == []
+
+
+def test_timeout_zero_means_non_blocking(ws_server: WSServerFactory) -> None:
+    """timeout=0: a read with nothing to read raises WebSocketTimeoutException at
+    once instead of being taken for the end of the stream."""
+    server = ws_server()
+    with wspool.connect(server.url, timeout=0) as ws:
+        with pytest.raises(WebSocketTimeoutException):
+            ws.recv()
+        assert ws.connected
+        ws.settimeout(WAIT)
+        ws.send("ok")
+        assert ws.recv() == "ok"
 
 
 # ---------------------------------------------------------------------- threads

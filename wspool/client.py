@@ -231,9 +231,14 @@ class WebSocket:
         sock = self._socket()
         try:
             sock.sendall(data)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:
+            # Part of the frame may be out, and the core's state (compression context,
+            # fragmentation) has moved on: the stream cannot be resumed.
+            self._drop()
             raise WebSocketTimeoutException(
-                "timed out writing to the socket", url=self.url
+                "timed out writing to the socket (the peer is not reading); the "
+                "connection was dropped because a frame may be half sent",
+                url=self.url,
             ) from exc
         except OSError as exc:
             self._drop()
@@ -270,7 +275,7 @@ class WebSocket:
             sock = self._socket()
             try:
                 data = sock.recv(_RECV_SIZE)
-            except TimeoutError as exc:
+            except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: timeout 0
                 raise WebSocketTimeoutException("timed out waiting for data", url=self.url) from exc
             except OSError:
                 data = b""  # reset or aborted: the same as the stream ending
@@ -544,11 +549,25 @@ def connect(
     """
     del enable_multithread
     target = parse_url(url)
-    deflate_options = coerce_compression(compression)
-    if redirect_limit < 0:
-        raise WebSocketConfigurationException(
-            f"redirect_limit must be >= 0, not {redirect_limit}", url=target.redacted
-        )
+    # Every option is checked before any connection is made.
+    try:
+        deflate_options = coerce_compression(compression)
+        _check_seconds("timeout", timeout)
+        _check_seconds("open_timeout", open_timeout)
+        _check_seconds("close_timeout", close_timeout, allow_none=False)
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
+        ):
+            raise WebSocketConfigurationException(
+                f"max_size must be an int >= 0 (bytes) or None, not {max_size!r}"
+            )
+        if redirect_limit < 0:
+            raise WebSocketConfigurationException(
+                f"redirect_limit must be >= 0, not {redirect_limit}"
+            )
+    except WebSocketException as exc:
+        exc.url = exc.url or target.redacted
+        raise
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
     origin_host = (target.host, target.port)
     seen: set[str] = set()
@@ -642,6 +661,14 @@ def connect(
 
 
 create_connection = connect
+
+
+def _check_seconds(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        allowed = "a number of seconds >= 0" + (" or None" if allow_none else "")
+        raise WebSocketConfigurationException(f"{name} must be {allowed}, not {value!r}")
 
 
 def _remaining(deadline: float | None, target: WebSocketURL) -> float | None:
