@@ -311,8 +311,7 @@ def test_recv_data_with_and_without_control_frames(ws_server: WSServerFactory) -
         conn.send_message("text")
         conn.send_ping(b"p3")
         conn.send_message(b"bin")
-        conn.send_close(1001, "gone")
-        conn.wait_closed(WAIT)
+        conn.close(1001, "gone")  # waits for the client's reply, then ends TCP
 
     server = ws_server(handler)
     ws = wspool.connect(server.url, timeout=WAIT)
@@ -1320,25 +1319,29 @@ def test_redirect_without_location(ws_server: WSServerFactory) -> None:
 
 
 def test_redirect_to_another_host_drops_credentials(ws_server: WSServerFactory) -> None:
-    """Credentials (URL user info, Authorization header, cookie) are only sent to the
-    host they were given for; another port counts as another host (RFC 6265 aside,
-    the safe choice: the origin changes)."""
+    """Credentials (URL user info, Authorization header, cookie) and a Host override
+    are only sent to the host they were given for; another port counts as another
+    host (the origin changes, RFC 6454 §4)."""
     target = ws_server()
     first = ws_server(handshake=lambda r: redirect(f"ws://127.0.0.1:{target.port}/there", 307))
     with wspool.connect(
         f"ws://u:p@127.0.0.1:{first.port}/here",
         header={"Authorization": "Bearer secret", "X-Keep": "yes"},
         cookie="sid=1",
+        host="virtual.example",
         timeout=WAIT,
     ):
         pass
     sent = first.requests[0]
     assert sent.get("Authorization") == "Bearer secret"
     assert sent.get("Cookie") == "sid=1"
+    assert sent.get("Host") == "virtual.example"
     followed = target.requests[0]
     assert followed.get("Authorization") is None
     assert followed.get("Cookie") is None
     assert followed.get("X-Keep") == "yes"
+    # a Host override was meant for the first server only
+    assert followed.get("Host") == f"127.0.0.1:{target.port}"
 
 
 def test_redirect_to_same_host_keeps_credentials(ws_server: WSServerFactory) -> None:

@@ -611,7 +611,7 @@ def connect(
                 suppress_origin=suppress_origin,
                 header=header if same_host else _without_credentials(header),
                 cookie=cookie if same_host else None,
-                host_header=host,
+                host_header=host if same_host else None,
                 auth=(target.username, target.password or "")
                 if target.username is not None
                 else None,
