@@ -168,7 +168,12 @@ def test_text_and_binary_round_trip(ws_server: WSServerFactory) -> None:
 
 def test_send_with_opcode_and_typed_helpers(ws_server: WSServerFactory) -> None:
     """send(data, opcode), send_text, send_binary and send_bytes pick the frame opcode."""
-    seen, out = reporting(lambda conn, q: [q.put(conn.recv_message(WAIT)) for _ in range(5)])
+
+    def handler(conn: ServerConnection, out: queue.Queue[Any]) -> None:
+        for _ in range(5):
+            out.put(conn.recv_message(WAIT))
+
+    seen, out = reporting(handler)
     server = ws_server(seen)
     with wspool.connect(server.url, timeout=WAIT) as ws:
         ws.send("as binary", ABNF.OPCODE_BINARY)
@@ -937,12 +942,14 @@ def test_compression_declined_by_server(ws_server: WSServerFactory) -> None:
         assert ws.recv() == "y" * 5000
 
 
+WINDOW_PARAMS: list[dict[str, object]] = [
+    {f"{side}_max_window_bits": bits} for side in ("server", "client") for bits in range(8, 16)
+]
 RESPONSE_PARAMS: list[dict[str, object]] = [
     {"server_no_context_takeover": True},
     {"client_no_context_takeover": True},
     {"server_no_context_takeover": True, "client_no_context_takeover": True},
-    *({"server_max_window_bits": bits} for bits in range(8, 16)),
-    *({"client_max_window_bits": bits} for bits in range(8, 16)),
+    *WINDOW_PARAMS,
     {"server_max_window_bits": 9, "client_max_window_bits": 10, "client_no_context_takeover": True},
 ]
 
@@ -1227,7 +1234,9 @@ def test_server_closes_before_answering(ws_server: WSServerFactory) -> None:
         wspool.connect(server2.url, timeout=WAIT)
 
 
-def _redirecting(status: int, location: Callable[[Request], str]) -> Callable[[Request], Response]:
+def _redirecting(
+    status: int, location: Callable[[Request], str]
+) -> Callable[[Request], Response | None]:
     def handshake(request: Request) -> Response | None:
         if request.path.startswith("/final"):
             return None

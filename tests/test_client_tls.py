@@ -47,7 +47,7 @@ def server_context(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, list[st
     def record(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
         seen.append(name)
 
-    ctx.sni_callback = record  # type: ignore[assignment]
+    ctx.sni_callback = record
     return ctx, seen
 
 
