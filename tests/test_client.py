@@ -191,6 +191,20 @@ def test_send_with_opcode_and_typed_helpers(ws_server: WSServerFactory) -> None:
     ]
 
 
+def test_send_refuses_other_types(ws_server: WSServerFactory) -> None:
+    """Only str and bytes-like can be sent; a wrong type names the URL and leaves the
+    connection usable."""
+    server = ws_server()
+    with wspool.connect(server.url, timeout=WAIT) as ws:
+        with pytest.raises(WebSocketConfigurationException) as info:
+            ws.send(123)  # type: ignore[arg-type]
+        assert server.url in str(info.value)
+        with pytest.raises(WebSocketConfigurationException):
+            ws.send("x", opcode=ABNF.OPCODE_CLOSE)
+        ws.send("fine")
+        assert ws.recv() == "fine"
+
+
 def test_send_returns_bytes_written(ws_server: WSServerFactory) -> None:
     """The return value is the frame's size: 2 header + 4 mask key + payload (§5.2)."""
     server = ws_server()
@@ -374,6 +388,27 @@ def test_recv_frame_returns_fragments_and_control_frames_as_they_come(
     ]
 
 
+def test_recv_frame_decompresses_each_fragment(ws_server: WSServerFactory) -> None:
+    """With permessage-deflate, recv_frame returns each fragment's share of the
+    inflated message (RFC 7692 §6.2: the compressed payload spans the fragments)."""
+    message = b"fragmented and compressed " * 400
+
+    def handler(conn: ServerConnection) -> None:
+        conn.send_message(message, fragment_size=40)
+        conn.recv_message(WAIT)
+
+    server = ws_server(handler)
+    with wspool.connect(server.url, timeout=WAIT) as ws:
+        assert ws.extensions == ["permessage-deflate"]
+        frames = [ws.recv_frame()]
+        while not frames[-1].fin:
+            frames.append(ws.recv_frame())
+    assert len(frames) > 1
+    assert frames[0].opcode == Opcode.BINARY
+    assert {f.opcode for f in frames[1:]} == {ABNF.OPCODE_CONT}
+    assert b"".join(f.data for f in frames) == message
+
+
 def test_recv_after_recv_frame_assembles_messages_again(ws_server: WSServerFactory) -> None:
     """recv() after recv_frame() returns whole messages, not single fragments."""
 
@@ -511,6 +546,8 @@ def test_abort_from_another_thread_unblocks_recv(ws_server: WSServerFactory) -> 
         assert ws.sock is None
         with pytest.raises(WebSocketConnectionClosedException):
             ws.send("x")
+        ws.abort()  # again: nothing happens
+    assert WebSocket.shutdown is WebSocket.abort  # websocket-client's name
 
 
 def test_close_from_another_thread_unblocks_recv(ws_server: WSServerFactory) -> None:
