@@ -572,3 +572,45 @@ def test_sent_messages_are_compressed_when_large_enough() -> None:
     [(opcode, _, rsv1, _, payload)] = parse_client_frames(proto.send_message(data))
     assert rsv1 and opcode == BINARY
     assert zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff") == data
+
+
+# ------------------------------------------------- streamed payloads, deferred failure
+
+
+def test_invalid_utf8_fails_before_the_frame_is_complete_8_1() -> None:
+    # Autobahn 6.4.3: one text frame arriving in pieces; the second piece is invalid.
+    proto = ClientProtocol()
+    frame = server_frame(TEXT, "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited")
+    assert feed(proto, frame[:13]) == []
+    assert_fails(proto, frame[13:17], 1007, WebSocketPayloadException)
+
+
+def test_large_frame_is_streamed_without_buffering_twice() -> None:
+    proto = ClientProtocol()
+    text = "€" * 100_000
+    frame = server_frame(TEXT, text.encode())
+    events: list[object] = []
+    for i in range(0, len(frame), 4096):
+        events += feed(proto, frame[i : i + 4096])
+        if i + 4096 < len(frame):
+            assert len(proto._buffer) < 10  # only a partial header is ever kept
+    assert events == [Message(TEXT, text)]
+
+
+def test_deferred_failure_lets_the_caller_answer_earlier_events_7_1_7() -> None:
+    # Autobahn 3.2 / 4.1.3 / 5.15: the message before the bad frame must still be echoed.
+    proto = ClientProtocol(defer_failure=True)
+    events = feed(
+        proto, server_frame(TEXT, b"Hello") + server_frame(5, b"") + server_frame(PING, b"")
+    )
+    assert events[0] == Message(TEXT, "Hello")
+    assert isinstance(events[1], ProtocolError) and len(events) == 2
+    assert proto.state is ConnectionState.OPEN
+    assert proto.data_to_send() == b""
+    echo = parse_client_frames(proto.send_message("Hello"))
+    assert echo[0][4] == b"Hello"
+    proto.fail(events[1].exc)
+    [(opcode, _, _, _, payload)] = parse_client_frames(proto.data_to_send())
+    assert (opcode, payload[:2]) == (CLOSE, (1002).to_bytes(2, "big"))
+    assert proto.state is ConnectionState.CLOSING
+    assert feed(proto, server_frame(TEXT, b"more")) == []

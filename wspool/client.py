@@ -284,8 +284,11 @@ class WebSocket:
         if isinstance(event, Ping | CloseReceived):
             self._flush_replies()
         elif isinstance(event, ProtocolError):
-            # Fail the connection (RFC 6455 §7.1.7): the close frame goes out, then the
-            # socket is dropped at once.
+            # Fail the connection (RFC 6455 §7.1.7) only now that the caller has seen
+            # every event before the violation (and could answer them): the close frame
+            # goes out, then the socket is dropped at once.
+            with self._proto_lock:
+                self._proto.fail(event.exc)
             with contextlib.suppress(WebSocketException):
                 self._flush_replies()
             self._drop()
@@ -624,6 +627,7 @@ def connect(
                     max_size=max_size,
                     skip_utf8_validation=skip_utf8_validation,
                     deflate=result.deflate,
+                    defer_failure=True,
                 )
                 sock.settimeout(timeout)
                 return WebSocket(

@@ -85,6 +85,7 @@ class ClientProtocol:
         deflate: PerMessageDeflate | None = None,
         auto_pong: bool = True,
         frame_events: bool = False,
+        defer_failure: bool = False,
     ) -> None:
         if max_size is not None and max_size < 0:
             raise WebSocketConfigurationException(f"max_size must be >= 0 or None, not {max_size}")
@@ -103,6 +104,7 @@ class ClientProtocol:
         self._buffer = bytearray()  # received bytes not yet parsed into a whole frame
         self._outgoing: list[bytes] = []  # automatic replies: pongs, the close reply
         self._failed = False  # after a protocol error all input is ignored
+        self.defer_failure = defer_failure
 
         # Message being received (fragmented, compressed or in frame-event mode).
         self._rx_opcode: int | None = None
@@ -111,6 +113,10 @@ class ClientProtocol:
         self._rx_chunks: list[bytes] = []  # binary, or text when not validated
         self._rx_texts: list[str] = []  # text decoded fragment by fragment
         self._rx_decoder: _Utf8Decoder | None = None
+        # Data frame whose payload is being streamed: bytes still to come, its header.
+        self._frame_remaining = 0
+        self._frame_opcode = _CONT
+        self._frame_fin = False
 
         # Opcode of the fragmented message being sent with send_fragment, if any.
         self._tx_opcode: int | None = None
@@ -150,9 +156,11 @@ class ClientProtocol:
         try:
             pos = self._parse(buf, events)
         except WebSocketProtocolException as exc:
-            self._fail(exc)
-            events.append(ProtocolError(exc))
+            self._failed = True
             self._buffer = bytearray()
+            if not self.defer_failure:
+                self.fail(exc)
+            events.append(ProtocolError(exc))
             return events
         if buf is self._buffer:
             del self._buffer[:pos]
@@ -161,12 +169,31 @@ class ClientProtocol:
         return events
 
     def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
-        """Parse every complete frame of ``buf``; return how many bytes were consumed."""
+        """Parse what ``buf`` holds; return how many bytes were consumed.
+
+        Control frames and single-frame uncompressed messages are taken whole once
+        they have fully arrived.  Every other data frame is *streamed*: its payload is
+        decompressed and UTF-8-checked piece by piece as it arrives, so a large
+        message is never buffered twice and invalid text fails in the read that
+        brought it (Autobahn 6.4.3/6.4.4), not when the frame is complete.
+        """
         end = len(buf)
         pos = 0
         max_size = self.max_size
         deflate_on = self.deflate is not None
-        while end - pos >= 2:
+        whole = buf if type(buf) is bytes else None  # slicing bytes needs no view
+        while True:
+            if self._frame_remaining:
+                if pos == end:
+                    break
+                stop = min(end, pos + self._frame_remaining)
+                chunk = whole[pos:stop] if whole is not None else bytes(memoryview(buf)[pos:stop])
+                self._frame_remaining -= stop - pos
+                pos = stop
+                self._data_chunk(chunk, self._frame_remaining == 0, events)
+                continue
+            if end - pos < 2:
+                break
             b0 = buf[pos]
             b1 = buf[pos + 1]
             length = b1 & 0x7F
@@ -204,6 +231,7 @@ class ClientProtocol:
                 )
             if b0 & 0x70:
                 self._check_rsv(b0, opcode, deflate_on)
+            stop = start + length
             if opcode > 2:
                 if opcode < 8 or opcode > 10:
                     raise WebSocketProtocolException(f"reserved opcode {opcode:#x} (RFC 6455 §5.2)")
@@ -214,37 +242,41 @@ class ClientProtocol:
                     )
                 if not b0 & 0x80:
                     raise WebSocketProtocolException("fragmented control frame (RFC 6455 §5.5)")
-            elif max_size is not None and length > max_size:
-                raise WebSocketMessageTooBigException(
-                    f"frame of {length} bytes exceeds max_size={max_size}"
+                if stop > end:
+                    break
+                payload = (
+                    whole[start:stop] if whole is not None else bytes(memoryview(buf)[start:stop])
                 )
-            stop = start + length
-            if stop > end:
-                break
-            if type(buf) is bytes:
-                payload = buf[start:stop]
-            else:
-                with memoryview(buf) as view:
-                    payload = view[start:stop].tobytes()
-            pos = stop
-
-            if opcode > 2:
+                pos = stop
                 if self._control_frame(opcode, payload, events):
                     return end  # close frame: ignore whatever follows it
                 continue
-            if opcode != _CONT and b0 & 0xC0 == 0x80 and not self._frame_events:
-                # Fast path: a whole uncompressed message in one frame.
-                if self._rx_opcode is not None:
-                    raise WebSocketProtocolException(
-                        f"new data frame (opcode {opcode}) inside a fragmented message; "
-                        "expected a continuation frame (RFC 6455 §5.4)"
-                    )
+            if max_size is not None and length > max_size:
+                raise WebSocketMessageTooBigException(
+                    f"frame of {length} bytes exceeds max_size={max_size}"
+                )
+            if (
+                stop <= end
+                and opcode != _CONT
+                and b0 & 0xC0 == 0x80
+                and not self._frame_events
+                and self._rx_opcode is None
+            ):
+                # Fast path: a whole uncompressed message in one frame, all here.
+                payload = (
+                    whole[start:stop] if whole is not None else bytes(memoryview(buf)[start:stop])
+                )
+                pos = stop
                 if opcode == _TEXT:
                     events.append(Message(_TEXT, self._decode_text(payload)))
                 else:
                     events.append(Message(_BINARY, payload))
                 continue
-            self._data_frame(opcode, payload, bool(b0 & 0x80), bool(b0 & 0x40), events)
+            self._begin_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40))
+            pos = start
+            self._frame_remaining = length
+            if length == 0:
+                self._data_chunk(b"", True, events)
         return pos
 
     def _check_rsv(self, b0: int, opcode: int, deflate_on: bool) -> None:
@@ -269,10 +301,8 @@ class ClientProtocol:
         except UnicodeDecodeError as exc:
             raise WebSocketPayloadException(f"text message is not valid UTF-8: {exc}") from exc
 
-    def _data_frame(
-        self, opcode: int, payload: bytes, fin: bool, rsv1: bool, events: list[Event]
-    ) -> None:
-        """A data frame off the fast path: fragmented, compressed or in frame-event mode."""
+    def _begin_frame(self, opcode: int, fin: bool, rsv1: bool) -> None:
+        """A streamed data frame starts: check it fits the message sequence (§5.4)."""
         if opcode == _CONT:
             if self._rx_opcode is None:
                 raise WebSocketProtocolException(
@@ -289,34 +319,39 @@ class ClientProtocol:
             self._rx_size = 0
             if opcode == _TEXT and not self.skip_utf8_validation:
                 self._rx_decoder = make_utf8_decoder()
+        self._frame_opcode = opcode
+        self._frame_fin = fin
 
+    def _data_chunk(self, payload: bytes, frame_done: bool, events: list[Event]) -> None:
+        """Part of a streamed data frame's payload; ``frame_done`` on its last part."""
+        final = frame_done and self._frame_fin  # the message's last byte
         max_size = self.max_size
         if self._rx_compressed:
             assert self.deflate is not None  # checked with the RSV bits
             budget = None if max_size is None else max_size - self._rx_size
-            payload = self.deflate.decompress(payload, fin, budget)
+            payload = self.deflate.decompress(payload, final, budget)
         self._rx_size += len(payload)
         if max_size is not None and self._rx_size > max_size:
             raise WebSocketMessageTooBigException(
                 f"message of more than {max_size} bytes exceeds max_size={max_size}"
             )
 
-        text: str | None = None
         decoder = self._rx_decoder
         if decoder is not None:
             try:
-                text = decoder.decode(payload, fin)
+                text = decoder.decode(payload, final)
             except UnicodeDecodeError as exc:
                 raise WebSocketPayloadException(f"text message is not valid UTF-8: {exc}") from exc
-
-        if self._frame_events:
-            events.append(Fragment(opcode, payload, fin))
-        elif text is not None:
-            self._rx_texts.append(text)
-        else:
+            if not self._frame_events:
+                self._rx_texts.append(text)
+        if self._frame_events or decoder is None:
             self._rx_chunks.append(payload)
 
-        if fin:
+        if frame_done and self._frame_events:
+            data = b"".join(self._rx_chunks)
+            self._rx_chunks = []
+            events.append(Fragment(self._frame_opcode, data, self._frame_fin))
+        if final:
             message_opcode = self._rx_opcode
             assert message_opcode is not None
             if not self._frame_events:
@@ -325,8 +360,8 @@ class ClientProtocol:
             self._rx_decoder = None
 
     def _join_message(self, opcode: int) -> str | bytes:
-        """The assembled message; empties the fragment lists."""
-        if self._rx_texts:
+        """The assembled message; empties the part lists."""
+        if self._rx_decoder is not None:
             text = "".join(self._rx_texts)
             self._rx_texts = []
             return text
@@ -334,8 +369,6 @@ class ClientProtocol:
         self._rx_chunks = []
         if opcode != _TEXT:
             return data
-        if self._rx_decoder is not None:
-            return ""  # validated text whose every fragment was empty
         return data.decode("utf-8", "surrogateescape")
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> bool:
@@ -367,8 +400,14 @@ class ClientProtocol:
         self._buffer = bytearray()
         return [EndOfStream(clean)]
 
-    def _fail(self, exc: WebSocketProtocolException) -> None:
-        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close, stop reading."""
+    def fail(self, exc: WebSocketProtocolException) -> None:
+        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): queue a close frame with
+        ``exc.close_code`` and stop processing input.
+
+        Called by the core itself when it finds a violation, unless ``defer_failure``
+        is on: then the caller calls it when it reaches the :class:`ProtocolError`
+        event, so replies to the events before it can still be sent first.
+        """
         self._failed = True
         if self.state is ConnectionState.OPEN:
             reason = _truncate_utf8(exc.message, MAX_CONTROL_PAYLOAD - 2)
