@@ -23,7 +23,7 @@ class FuzzingServerError(RuntimeError):
 
 
 class FuzzingServer:
-    """One fuzzingserver process serving ``cases`` (Autobahn case patterns such as ``"1.*"``)."""
+    """One fuzzingserver process serving ``cases`` minus ``exclude`` (patterns such as "1.*")."""
 
     def __init__(
         self,
@@ -31,6 +31,7 @@ class FuzzingServer:
         site_dir: Path,
         workdir: Path,
         cases: list[str],
+        exclude: list[str] | None = None,
         *,
         startup_timeout: float = 60.0,
     ) -> None:
@@ -38,6 +39,7 @@ class FuzzingServer:
         self.site_dir = site_dir
         self.workdir = workdir
         self.cases = cases
+        self.exclude = exclude or []
         self.startup_timeout = startup_timeout
         self.spec_path = workdir / "fuzzingserver.json"
         self.port_path = workdir / "fuzzingserver.port"
@@ -55,7 +57,7 @@ class FuzzingServer:
             "url": "ws://127.0.0.1:0",
             "outdir": str(self.outdir),
             "cases": self.cases,
-            "exclude-cases": [],
+            "exclude-cases": self.exclude,
             "exclude-agent-cases": {},
         }
         self.spec_path.write_text(json.dumps(spec, indent=2) + "\n")

@@ -10,6 +10,7 @@ The target: every case's ``behavior`` and ``behaviorClose`` is OK or INFORMATION
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,13 @@ PASSING = frozenset({"OK", "INFORMATIONAL"})
 # 1 MiB message cut into 64-byte frames (9.3.1): both stress the receive path.
 TIMED_CASES = ("9.1.6", "9.3.1")
 _TRUNCATE = 400
+
+
+def plain(text: str) -> str:
+    """The testsuite's descriptions carry HTML (<b>, <br>): make them one plain line."""
+    text = re.sub(r"<br\s*/?>", " ", text, flags=re.IGNORECASE)
+    text = re.sub(r"</?[a-zA-Z][^>]*>", "", text)
+    return " ".join(text.split())
 
 
 def case_key(case_id: str) -> tuple[int, ...]:
@@ -64,7 +72,7 @@ class CaseResult:
 
     @property
     def description(self) -> str:
-        return str(self.detail.get("description", ""))
+        return plain(str(self.detail.get("description", "")))
 
 
 def load_results(outdir: Path, agent: str) -> list[CaseResult]:
@@ -218,13 +226,17 @@ def render_markdown(
         out.append(f"### {case.id}: {case.behavior} / close {case.behavior_close}")
         out.append("")
         out.append(f"- Description: {_md_cell(case.description)}")
-        out.append(f"- Expectation: {_md_cell(str(detail.get('expectation', '')))}")
+        out.append(f"- Expectation: {_md_cell(plain(str(detail.get('expectation', ''))))}")
         out.append(f"- Result: {_md_cell(str(detail.get('result', '')))}")
         out.append(f"- Close: {_md_cell(str(detail.get('resultClose', '')))}")
         out.append(f"- Expected: `{_short(detail.get('expected'))}`")
         out.append(f"- Received: `{_short(detail.get('received'))}`")
-        codes = f"remote {case.remote_close_code}, local {detail.get('localCloseCode')}"
-        out.append(f"- Close codes: {codes}; clean: {detail.get('wasClean')}")
+        # The report speaks from the server's side: "remote" is the client under test.
+        out.append(
+            f"- Close code sent by the client: {case.remote_close_code}, by the server: "
+            f"{detail.get('localCloseCode')}; expected close: "
+            f"`{_short(detail.get('expectedClose'))}`; clean: {detail.get('wasClean')}"
+        )
         note = client_notes.get(case.id)
         if note:
             out.append(f"- Client saw: {_md_cell(note)}")

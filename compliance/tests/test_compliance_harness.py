@@ -101,6 +101,11 @@ def test_markdown_lists_every_miss(tmp_path: Path) -> None:
     assert "| 6.x | 0 | 1 | 0 | 0 | 0 |" in text
 
 
+def test_descriptions_lose_their_html() -> None:
+    raw = "Send <b>RSV = 2</b>,<br><br>MESSAGE PARTS:<br>\nPART1 = ce"
+    assert report.plain(raw) == "Send RSV = 2, MESSAGE PARTS: PART1 = ce"
+
+
 def test_missing_index_says_what_happened(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="updateReports"):
         report.load_results(tmp_path, "wspool")
@@ -205,11 +210,13 @@ def test_fuzzingserver_listens_on_loopback_and_stops(tmp_path: Path) -> None:
     python27 = _installed_python27()
     if python27 is None:
         pytest.skip("run compliance/run.py once to install the Python 2.7 testsuite")
-    server = fuzzserver.FuzzingServer(python27, HERE / ".autobahn27", tmp_path, ["1.1.1", "2.*"])
+    server = fuzzserver.FuzzingServer(
+        python27, HERE / ".autobahn27", tmp_path, ["1.1.1", "2.*"], exclude=["2.1*"]
+    )
     with server:
         port = int(server.url.rsplit(":", 1)[1])
         assert server.url.startswith("ws://127.0.0.1:")
-        assert _get_case_count(port) == b"12"  # 1.1.1 and 2.1 ... 2.11
+        assert _get_case_count(port) == b"9"  # 1.1.1 and 2.2 ... 2.9 (2.1, 2.10, 2.11 left out)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert "Fuzzing Server" in server.log_path.read_text()
