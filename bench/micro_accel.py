@@ -1,7 +1,7 @@
 """Micro-benchmark of the masking and UTF-8 candidates behind ``wspool.protocol._accel``.
 
-Prints one table per question (size, method, ns/op, MB/s); the best of several timeit
-repeats is reported.  Run from the repository root::
+Prints one table per question (size, method, ns/op, MB/s): the best of several
+interleaved timeit rounds.  Run from the repository root::
 
     python bench/micro_accel.py                 # pure standard library
     python bench/micro_accel.py --quick         # skip the 16 MiB size
@@ -93,11 +93,19 @@ def load_wsaccel() -> tuple[Any, Any] | None:
     return xormask.XorMaskerSimple, utf8validator.Utf8Validator
 
 
-def best_time(func: Callable[[], object], repeat: int) -> float:
-    """Seconds per call: the best of ``repeat`` timeit runs of >= 0.2 s each."""
-    timer = timeit.Timer(func)
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat, number)) / number
+def best_times(funcs: list[Callable[[], object]], repeat: int) -> list[float]:
+    """Seconds per call of each function: the best of ``repeat`` rounds of ~0.1 s runs.
+
+    The rounds interleave the candidates, so a burst of load from other processes on a
+    shared machine slows one run of every candidate rather than all runs of one.
+    """
+    timers = [timeit.Timer(func) for func in funcs]
+    numbers = [max(1, timer.autorange()[0] // 2) for timer in timers]
+    best = [float("inf")] * len(timers)
+    for _ in range(repeat):
+        for i, (timer, number) in enumerate(zip(timers, numbers, strict=True)):
+            best[i] = min(best[i], timer.timeit(number) / number)
+    return best
 
 
 def human_size(n: int) -> str:
@@ -109,12 +117,12 @@ def human_size(n: int) -> str:
 
 def row(size: int, method: str, seconds: float) -> None:
     rate = f"{size / seconds / 1e6:10.0f}" if size else f"{'-':>10}"
-    print(f"{human_size(size):>9}  {method:<26} {seconds * 1e9:14.0f} {rate}", flush=True)
+    print(f"{human_size(size):>9}  {method:<32} {seconds * 1e9:14.0f} {rate}", flush=True)
 
 
 def header(title: str) -> None:
     print(f"\n## {title}\n")
-    print(f"{'size':>9}  {'method':<26} {'ns/op':>14} {'MB/s':>10}")
+    print(f"{'size':>9}  {'method':<32} {'ns/op':>14} {'MB/s':>10}")
 
 
 def bench_masking(sizes: list[int], repeat: int, wsaccel: tuple[Any, Any] | None) -> None:
@@ -136,6 +144,8 @@ def bench_masking(sizes: list[int], repeat: int, wsaccel: tuple[Any, Any] | None
     for size in sizes:
         data = os.urandom(size)
         expected = mask_bigint(data, key)
+        names: list[str] = []
+        calls: list[Callable[[], object]] = []
         for name, func in methods:
             if func is mask_naive and size > NAIVE_MAX:
                 continue
@@ -145,7 +155,10 @@ def bench_masking(sizes: list[int], repeat: int, wsaccel: tuple[Any, Any] | None
             def call(f: Masker = func, d: bytes = data) -> bytes:
                 return f(d, key)
 
-            row(size, name, best_time(call, repeat))
+            names.append(name)
+            calls.append(call)
+        for name, seconds in zip(names, best_times(calls, repeat), strict=True):
+            row(size, name, seconds)
 
 
 def utf8_samples(size: int) -> list[tuple[str, bytes]]:
@@ -216,13 +229,15 @@ def bench_utf8(sizes: list[int], repeat: int, wsaccel: tuple[Any, Any] | None) -
                 result = func()
                 if not isinstance(result, tuple) and result != expected:
                     raise SystemExit(f"{name} gave a wrong result for {label} {size}")
-                row(size, f"{label}: {name}", best_time(func, repeat))
+            times = best_times([func for _, func in methods], repeat)
+            for (name, _), seconds in zip(methods, times, strict=True):
+                row(size, f"{label}: {name}", seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 16 MiB size")
-    parser.add_argument("--repeat", type=int, default=3, help="timeit repeats (best is kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds (best is kept)")
     parser.add_argument("--only", choices=["mask", "utf8"], help="run one table only")
     parser.add_argument("--sizes", help="comma-separated masking sizes in bytes, e.g. 2,16,128")
     args = parser.parse_args()

@@ -152,28 +152,25 @@ class Utf8Decoder:
         """Decode the next fragment; with ``final`` the message must end on a character."""
         if self._pending:
             data = self._pending + data
-        try:
-            text, consumed = utf_8_decode(data, "strict", final)
-        except UnicodeDecodeError:
-            self._pending = b""
-            raise
-        if consumed == len(data):
-            self._pending = b""
-            return text
-        pending = bytes(data[consumed:])
-        if pending[0] == 0xED and len(pending) == 2 and pending[1] >= 0xA0:
-            self._pending = b""
-            # Positions are relative to ``pending``; the lead byte is the bad one,
-            # as the codec itself reports for "ED A0 80".
+            self._pending = b""  # also leaves the decoder reset if the codec raises
+        text, consumed = utf_8_decode(data, "strict", final)
+        if consumed != len(data):
+            self._keep_tail(bytes(data[consumed:]))
+        return text
+
+    def _keep_tail(self, tail: bytes) -> None:
+        """Hold back a partial character, unless it is a truncated surrogate."""
+        if tail[0] == 0xED and len(tail) == 2 and tail[1] >= 0xA0:
+            # Positions are relative to ``tail``; the lead byte is the bad one, as the
+            # codec itself reports for a complete "ED A0 80".
             raise UnicodeDecodeError(
                 "utf-8",
-                pending,
+                tail,
                 0,
                 1,
                 "invalid continuation byte (UTF-16 surrogate U+D800..U+DFFF is not allowed)",
             )
-        self._pending = pending
-        return text
+        self._pending = tail
 
     def reset(self) -> None:
         """Forget any partial character, e.g. after a message was abandoned."""
