@@ -715,7 +715,25 @@ def _exchange(
     except OSError as exc:
         if isinstance(exc, WebSocketException):
             raise
+        if isinstance(sock, ssl.SSLSocket) and isinstance(exc, ConnectionError):
+            # The server may have refused us before our request got through (a TLS 1.3
+            # client-certificate alert races with our write): report its alert if any.
+            alert = _pending_tls_alert(sock)
+            if alert is not None:
+                raise tls_handshake_error(alert, target, target.host) from alert
         raise WebSocketHandshakeException(f"connection failed during the handshake: {exc}") from exc
+
+
+def _pending_tls_alert(sock: ssl.SSLSocket) -> ssl.SSLError | None:
+    """The TLS alert waiting in ``sock``'s receive buffer, if any (best effort)."""
+    try:
+        sock.settimeout(0.5)
+        sock.recv(1)
+    except ssl.SSLError as alert:
+        return alert
+    except OSError:
+        pass
+    return None
 
 
 def _read_body_excerpt(
