@@ -21,6 +21,7 @@ import platform
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -135,6 +136,26 @@ def main(argv: list[str]) -> int:
         return 130
 
 
+def _checkout_state() -> str:
+    """The commit the tested wspool comes from, and whether the tree had local changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "wspool"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" with uncommitted changes under wspool/" if dirty else "")
+
+
 def _split_patterns(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -180,6 +201,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         "Command": "`python compliance/run.py" + "".join(f" {shlex.quote(a)}" for a in argv) + "`",
         "Date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "Client": f"{client.agent} {client.version}",
+        "Checkout": _checkout_state(),
         "Python": f"{platform.python_version()} ({platform.python_implementation()})",
         "Testsuite": "autobahntestsuite 25.10.1 (autobahn 0.10.9) on Python 2.7",
         "Cases": ", ".join(patterns) + (f" except {', '.join(excluded)}" if excluded else ""),
