@@ -50,6 +50,7 @@ from wspool.protocol.handshake import (
     ResponseParser,
     bad_status_error,
     build_request,
+    headers_without_credentials,
     is_redirect,
     validate_response,
 )
@@ -612,7 +613,7 @@ def connect(
                 subprotocols=subprotocols,
                 origin=origin,
                 suppress_origin=suppress_origin,
-                header=header if same_host else _without_credentials(header),
+                header=header if same_host else headers_without_credentials(header),
                 cookie=cookie if same_host else None,
                 host_header=host if same_host else None,
                 auth=(target.username, target.password or "")
@@ -786,25 +787,3 @@ def _redirect_target(current: WebSocketURL, response: HandshakeResponse) -> WebS
             password=current.password,
         )
     return new
-
-
-_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
-
-
-def _without_credentials(
-    header: Mapping[str, str] | Sequence[str] | Sequence[tuple[str, str]] | None,
-) -> list[tuple[str, str]] | None:
-    """The user's headers minus credentials, for a redirect to another host."""
-    if header is None:
-        return None
-    items: list[tuple[str, str]] = []
-    if isinstance(header, Mapping):
-        items = list(header.items())
-    else:
-        for entry in header:
-            if isinstance(entry, str):
-                name, _, value = entry.partition(":")
-                items.append((name.strip(), value.strip()))
-            else:
-                items.append((entry[0], entry[1]))
-    return [(n, v) for n, v in items if n.lower() not in _CREDENTIAL_HEADERS]

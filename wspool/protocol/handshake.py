@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from wspool.protocol.deflate import DeflateOptions, PerMessageDeflate
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_HEADER_BYTES",
     "REDIRECT_STATUSES",
@@ -53,6 +54,7 @@ __all__ = [
     "bad_status_error",
     "build_request",
     "generate_key",
+    "headers_without_credentials",
     "is_redirect",
     "parse_extensions",
     "validate_response",
@@ -203,6 +205,17 @@ def _user_headers(
                 "(name, value) pair"
             )
     return [_check_header(name, value) for name, value in pairs]
+
+
+#: Headers that carry credentials: never sent to a host they were not given for.
+CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def headers_without_credentials(
+    header: Mapping[str, str | None] | Sequence[str] | Sequence[tuple[str, str]] | None,
+) -> list[tuple[str, str]]:
+    """The ``header`` option as pairs, minus credentials: for a redirect to another host."""
+    return [(n, v) for n, v in _user_headers(header) if n.strip().lower() not in CREDENTIAL_HEADERS]
 
 
 def _host_for_header(host: str) -> str:
