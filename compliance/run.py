@@ -185,6 +185,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         OSError,
         *client.error_types,
     )
+    checkout = _checkout_state()  # before the run: others may edit the tree meanwhile
     started = time.monotonic()
     try:
         with server:
@@ -201,7 +202,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         "Command": "`python compliance/run.py" + "".join(f" {shlex.quote(a)}" for a in argv) + "`",
         "Date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "Client": f"{client.agent} {client.version}",
-        "Checkout": _checkout_state(),
+        "Checkout": checkout,
         "Python": f"{platform.python_version()} ({platform.python_implementation()})",
         "Testsuite": "autobahntestsuite 25.10.1 (autobahn 0.10.9) on Python 2.7",
         "Cases": ", ".join(patterns) + (f" except {', '.join(excluded)}" if excluded else ""),
