@@ -1,6 +1,8 @@
 """wspool: a WebSocket client for programs that hold many connections at once.
 
-``wspool.connect(url)`` gives a blocking connection used from your own threads.
+``wspool.Pool`` holds many connections on one dispatcher thread and runs your
+callbacks on a worker pool; ``wspool.connect(url)`` gives one blocking connection
+used from your own threads.
 Names follow websocket-client, so ``import wspool as websocket`` moves most scripts.
 """
 
@@ -20,16 +22,30 @@ from wspool.exceptions import (
     WebSocketTimeoutException,
     WebSocketTLSException,
 )
+from wspool.pool import (
+    CallbackError,
+    Connection,
+    ConnectionStats,
+    ConnectionStatus,
+    Pool,
+    ReconnectPolicy,
+)
 from wspool.protocol import CloseCode, DeflateOptions, Opcode
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ABNF",
+    "CallbackError",
     "CloseCode",
+    "Connection",
+    "ConnectionStats",
+    "ConnectionStatus",
     "DeflateOptions",
     "Frame",
     "Opcode",
+    "Pool",
+    "ReconnectPolicy",
     "WebSocket",
     "WebSocketAddressException",
     "WebSocketBadStatusException",

@@ -1,0 +1,574 @@
+"""wspool.Pool against the real test server: many connections, ordering, keepalive,
+reconnect, backpressure, errors in callbacks and a clean shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from wsserver import Opcode, PeerClosed, ServerConnection, WSServer, echo_handler
+
+import wspool
+from wspool.pool import CallbackError, Connection, ConnectionStatus, Pool
+
+WSServerFactory = Callable[..., WSServer]
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _fd_targets() -> set[str]:
+    targets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            targets.add(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+    return targets
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    with Pool(workers=4) as p:
+        yield p
+
+
+class Recorder:
+    """Collects callback invocations, thread-safely, with waits instead of sleeps."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.calls: list[tuple[str, Any, tuple[Any, ...]]] = []
+        self.messages: dict[Any, list[Any]] = defaultdict(list)
+
+    def _add(self, name: str, conn: Connection, *args: Any) -> None:
+        with self.cond:
+            self.calls.append((name, conn.label, args))
+            if name == "message":
+                self.messages[conn.label].append(args[0])
+            self.cond.notify_all()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_open": lambda c: self._add("open", c),
+            "on_message": lambda c, m: self._add("message", c, m),
+            "on_error": lambda c, e: self._add("error", c, e),
+            "on_close": lambda c, code, reason: self._add("close", c, code, reason),
+        }
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        with self.cond:
+            assert self.cond.wait_for(predicate, timeout), f"timed out; calls: {self.calls[-10:]}"
+
+    def names(self, label: Any = None) -> list[str]:
+        with self.cond:
+            return [n for n, lab, _ in self.calls if label is None or lab == label]
+
+    def count(self, name: str) -> int:
+        return len([n for n in self.names() if n == name])
+
+
+def test_echo_open_message_close(pool: Pool, ws_server: WSServerFactory) -> None:
+    server = ws_server()
+    rec = Recorder()
+    cbs = rec.callbacks()
+    cbs["on_open"] = lambda c: (rec._add("open", c), c.send("hello"), c.send(b"\x00bin"))
+    conn = pool.connect(server.url, label="a", **cbs)
+    rec.wait(lambda: len(rec.messages["a"]) == 2)
+    assert rec.messages["a"] == ["hello", b"\x00bin"]
+    assert conn.state is ConnectionStatus.OPEN
+    assert conn.extensions == ["permessage-deflate"]
+    conn.close(1000, "bye")
+    assert conn.wait_closed(5)
+    assert rec.names("a") == ["open", "message", "message", "close"]
+    assert rec.calls[-1][2] == (1000, "")
+    assert conn.state is ConnectionStatus.CLOSED
+    with pytest.raises(wspool.WebSocketConnectionClosedException, match="already closed"):
+        conn.send("late")
+
+
+def _numbered_feed(count: int) -> Callable[[ServerConnection], None]:
+    def handler(conn: ServerConnection) -> None:
+        for i in range(count):
+            conn.send_message(str(i))
+        try:
+            conn.recv_message(timeout=30)
+        except PeerClosed:
+            return
+        conn.send_close(1000)
+        conn.close_tcp()
+
+    return handler
+
+
+def test_hundreds_of_connections_keep_per_connection_order(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    n_conn, n_msg = 200, 50
+    server = ws_server(_numbered_feed(n_msg))
+    rec = Recorder()
+    for i in range(n_conn):
+        pool.connect(server.url, label=i, compression=None, **rec.callbacks())
+    rec.wait(lambda: sum(len(v) for v in rec.messages.values()) == n_conn * n_msg, 30)
+    for i in range(n_conn):
+        assert rec.messages[i] == [str(k) for k in range(n_msg)], i
+        assert rec.names(i)[0] == "open"
+    assert rec.count("error") == 0
+
+
+def test_callbacks_of_different_connections_run_in_parallel(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    server = ws_server(_numbered_feed(1))
+    barrier = threading.Barrier(2, timeout=10)
+    passed: list[bool] = []
+
+    def on_message(conn: Connection, msg: Any) -> None:
+        barrier.wait()  # both connections' callbacks must be in flight at once
+        passed.append(True)
+
+    for label in ("x", "y"):
+        pool.connect(server.url, label=label, on_message=on_message)
+    deadline = time.monotonic() + 10
+    while len(passed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert passed == [True, True]
+
+
+def test_sends_from_many_threads_arrive_intact_and_in_order(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    received: dict[int, list[str]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def recorder(conn: ServerConnection) -> None:
+        port = conn.sock.getpeername()[1]
+        while True:
+            try:
+                opcode, data = conn.recv_message(timeout=30)
+            except PeerClosed:
+                return
+            if opcode == Opcode.CLOSE:
+                conn.send_close(1000)
+                conn.close_tcp()
+                return
+            with lock:
+                received[port].append(data.decode())
+
+    server = ws_server(recorder)
+    rec = Recorder()
+    conns = [pool.connect(server.url, label=i, **rec.callbacks()) for i in range(100)]
+    rec.wait(lambda: rec.count("open") == 100)
+    per_thread = 20
+
+    def sender(t: int) -> None:
+        for k in range(per_thread):
+            for conn in conns:
+                conn.send(f"{t}:{k}:" + "x" * (k * 37))
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with lock:
+            if sum(len(v) for v in received.values()) == 100 * 8 * per_thread:
+                break
+        time.sleep(0.02)
+    with lock:
+        assert len(received) == 100
+        for messages in received.values():
+            assert len(messages) == 8 * per_thread
+            for t in range(8):
+                mine = [m for m in messages if m.startswith(f"{t}:")]
+                assert [int(m.split(":")[1]) for m in mine] == list(range(per_thread))
+                assert all(m.endswith("x" * (int(m.split(":")[1]) * 37)) for m in mine)
+
+
+def test_server_restart_reconnects_with_paired_open_and_close(ws_server: WSServerFactory) -> None:
+    first = ws_server(_numbered_feed(3))
+    port = first.port
+    rec = Recorder()
+    with Pool(workers=2) as pool:
+        conns = [
+            pool.connect(
+                first.url,
+                label=i,
+                reconnect={"initial_delay": 0.05, "max_delay": 0.2},
+                compression=None,
+                **rec.callbacks(),
+            )
+            for i in range(10)
+        ]
+        rec.wait(lambda: sum(len(v) for v in rec.messages.values()) == 30)
+        first.stop()
+        rec.wait(lambda: rec.count("close") == 10)
+        second = ws_server(_numbered_feed(3), port=port)
+        rec.wait(lambda: sum(len(v) for v in rec.messages.values()) == 60, 15)
+        assert second.accepted >= 10
+        for i in range(10):
+            names = [n for n in rec.names(i) if n != "error"]
+            assert names == ["open"] + ["message"] * 3 + ["close", "open"] + ["message"] * 3
+            assert rec.messages[i] == ["0", "1", "2"] * 2  # nothing delivered twice
+            assert conns[i].stats.reconnects == 1
+
+
+def test_missing_pong_is_detected_and_reported(pool: Pool, ws_server: WSServerFactory) -> None:
+    def silent(conn: ServerConnection) -> None:
+        conn.auto_pong = False
+        conn.idle()
+
+    server = ws_server(silent)
+    rec = Recorder()
+    started = time.monotonic()
+    conn = pool.connect(
+        server.url, label="p", ping_interval=0.2, ping_timeout=0.1, **rec.callbacks()
+    )
+    rec.wait(lambda: rec.count("close") == 1, 5)
+    elapsed = time.monotonic() - started
+    errors = [args[0] for name, _, args in rec.calls if name == "error"]
+    assert isinstance(errors[0], wspool.WebSocketTimeoutException)
+    assert "ping_timeout" in str(errors[0]) and server.url.split("//")[1] in str(errors[0])
+    assert rec.calls[-1][2][0] == 1011
+    assert elapsed < 5
+    assert conn.state is ConnectionStatus.CLOSED
+
+
+def test_pong_measures_round_trip_time(pool: Pool, ws_server: WSServerFactory) -> None:
+    server = ws_server()
+    rec = Recorder()
+    conn = pool.connect(server.url, label="r", ping_interval=0.05, **rec.callbacks())
+    rec.wait(lambda: rec.count("open") == 1)
+    deadline = time.monotonic() + 5
+    while conn.stats.last_rtt is None and time.monotonic() < deadline:
+        conn.send("tick")  # events carry the RTT into stats
+        time.sleep(0.02)
+    assert conn.stats.last_rtt is not None and conn.stats.last_rtt >= 0
+
+
+def test_open_timeout_when_the_upgrade_is_never_answered(pool: Pool) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        rec = Recorder()
+        pool.connect(
+            f"ws://127.0.0.1:{listener.getsockname()[1]}/",
+            label="t",
+            open_timeout=0.2,
+            **rec.callbacks(),
+        )
+        rec.wait(lambda: rec.count("close") == 1, 5)
+        error = next(args[0] for name, _, args in rec.calls if name == "error")
+        assert isinstance(error, wspool.WebSocketTimeoutException)
+        assert "open_timeout" in str(error)
+        assert rec.names("t") == ["error", "close"]
+    finally:
+        listener.close()
+
+
+def test_callback_exception_reaches_on_error_and_delivery_goes_on(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    server = ws_server(_numbered_feed(5))
+    rec = Recorder()
+    cbs = rec.callbacks()
+
+    def on_message(conn: Connection, msg: Any) -> None:
+        rec._add("message", conn, msg)
+        if msg == "2":
+            raise ValueError("boom on two")
+
+    cbs["on_message"] = on_message
+    pool.connect(server.url, label="feed-7", **cbs)
+    rec.wait(lambda: len(rec.messages["feed-7"]) == 5)
+    rec.wait(lambda: rec.count("error") == 1)
+    error = next(args[0] for name, _, args in rec.calls if name == "error")
+    assert isinstance(error, CallbackError)
+    assert isinstance(error.original, ValueError)
+    assert error.callback == "on_message"
+    assert "feed-7" in str(error) and "'2'" in str(error)
+    text = error.format()
+    assert "boom on two" in text and "Traceback" in text and "on_message" in text
+
+
+def test_callback_exception_without_on_error_is_logged(
+    pool: Pool, ws_server: WSServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = ws_server(_numbered_feed(2))
+    seen: list[Any] = []
+
+    def on_message(conn: Connection, msg: Any) -> None:
+        seen.append(msg)
+        if msg == "0":
+            raise RuntimeError("logged, not lost")
+
+    with caplog.at_level("ERROR", logger="wspool"):
+        pool.connect(server.url, on_message=on_message)
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert seen == ["0", "1"]
+    assert any("logged, not lost" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_slow_callback_pauses_reading_and_loses_nothing(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    total = 3000
+    server = ws_server(_numbered_feed(total))
+    gate = threading.Event()
+    seen: list[str] = []
+    depth: list[int] = []
+
+    def on_message(conn: Connection, msg: Any) -> None:
+        gate.wait(10)
+        depth.append(conn.queue_depth)
+        seen.append(msg)
+
+    conn = pool.connect(server.url, on_message=on_message, max_queue=100, compression=None)
+    deadline = time.monotonic() + 5
+    while conn.queue_depth < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the server keeps sending; the client must not keep reading
+    assert conn.queue_depth < 100 + 3000 // 2  # bounded: at most one read past the mark
+    gate.set()
+    deadline = time.monotonic() + 20
+    while len(seen) < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [str(i) for i in range(total)]
+
+
+def test_close_leaves_no_thread_socket_or_fd_behind(ws_server: WSServerFactory) -> None:
+    server = ws_server()
+    wspool.connect(server.url).close()  # the server's own threads and fds are up now
+    threads_before = set(threading.enumerate())
+    fds_before = _fd_count()
+    targets_before = _fd_targets()  # compared by target: other tests' garbage may close fds
+    pool = Pool(workers=3)
+    rec = Recorder()
+    for i in range(20):
+        pool.connect(server.url, label=i, **rec.callbacks())
+    rec.wait(lambda: rec.count("open") == 20)
+    assert _fd_count() >= fds_before + 20
+    pool.close()
+    assert rec.count("close") == 20
+    leftover = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    assert leftover == []
+    # The server side of each connection lives in this process too: give its
+    # threads a moment to close their sockets after the closing handshake.
+    deadline = time.monotonic() + 3
+    while _fd_targets() - targets_before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _fd_targets() - targets_before == set()
+
+
+def test_bad_options_raise_at_connect(pool: Pool) -> None:
+    with pytest.raises(wspool.WebSocketConfigurationException, match="ping_timeout"):
+        pool.connect("ws://127.0.0.1:9/", ping_interval=1, ping_timeout=2)
+    with pytest.raises(wspool.WebSocketConfigurationException, match=r"scheme|ws://"):
+        pool.connect("http://127.0.0.1:9/")
+    with pytest.raises(TypeError):
+        pool.connect("ws://127.0.0.1:9/", on_mesage=print)
+
+
+def test_refused_handshake_is_not_retried_unless_retryable(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    from wsserver import refuse
+
+    server = ws_server(handshake=lambda request: refuse(403, b"go away"))
+    rec = Recorder()
+    pool.connect(server.url, label="r", reconnect={"initial_delay": 0.01}, **rec.callbacks())
+    rec.wait(lambda: rec.count("close") == 1)
+    error = next(args[0] for name, _, args in rec.calls if name == "error")
+    assert isinstance(error, wspool.WebSocketBadStatusException) and error.status_code == 403
+    assert server.accepted == 1
+
+
+def test_echo_demo_handles_wss(
+    pool: Pool, ws_server: WSServerFactory, tls_server_ctx: Any, ca_file: str
+) -> None:
+    server = ws_server(echo_handler, ssl_context=tls_server_ctx)
+    rec = Recorder()
+    cbs = rec.callbacks()
+    cbs["on_open"] = lambda c: (rec._add("open", c), c.send_json({"op": "sub"}))
+    pool.connect(server.url, label="tls", sslopt={"ca_certs": ca_file}, **cbs)
+    rec.wait(lambda: rec.messages["tls"] == ['{"op":"sub"}'])
+
+
+def test_redirect_is_followed(pool: Pool, ws_server: WSServerFactory) -> None:
+    from wsserver import redirect
+
+    target = ws_server()
+    front = ws_server(handshake=lambda request: redirect(target.url + "/feed", 307))
+    rec = Recorder()
+    cbs = rec.callbacks()
+    cbs["on_open"] = lambda c: (rec._add("open", c), c.send("via redirect"))
+    pool.connect(front.url, label="r", **cbs)
+    rec.wait(lambda: rec.messages["r"] == ["via redirect"])
+    assert target.requests[0].path == "/feed"
+
+
+def test_through_http_connect_and_socks5h_proxies(pool: Pool, ws_server: WSServerFactory) -> None:
+    from proxies import HttpConnectProxy, SocksProxy
+
+    server = ws_server()
+    with HttpConnectProxy(auth=("u", "p")) as http_proxy, SocksProxy() as socks:
+        rec = Recorder()
+        cbs = rec.callbacks()
+        cbs["on_open"] = lambda c: (rec._add("open", c), c.send(f"hi {c.label}"))
+        pool.connect(
+            server.url,
+            label="http",
+            http_proxy_host="127.0.0.1",
+            http_proxy_port=http_proxy.port,
+            http_proxy_auth=("u", "p"),
+            **cbs,
+        )
+        pool.connect(
+            server.url,
+            label="socks",
+            http_proxy_host="127.0.0.1",
+            http_proxy_port=socks.port,
+            proxy_type="socks5h",
+            **cbs,
+        )
+        rec.wait(
+            lambda: rec.messages["http"] == ["hi http"] and rec.messages["socks"] == ["hi socks"]
+        )
+        assert http_proxy.requests and socks.requests
+
+
+def test_untrusted_certificate_is_reported_and_not_retried(
+    pool: Pool, ws_server: WSServerFactory, tls_server_ctx: Any
+) -> None:
+    server = ws_server(ssl_context=tls_server_ctx, check_errors=False)
+    rec = Recorder()
+    pool.connect(server.url, label="tls", reconnect={"initial_delay": 0.01}, **rec.callbacks())
+    rec.wait(lambda: rec.count("close") == 1)
+    error = next(args[0] for name, _, args in rec.calls if name == "error")
+    assert isinstance(error, wspool.WebSocketTLSException)
+    assert "certificate" in str(error)
+
+
+def test_close_while_connecting_and_abort(pool: Pool) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        rec = Recorder()
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+        conn = pool.connect(url, label="c", **rec.callbacks())
+        conn.close()
+        assert conn.wait_closed(5)
+        other = pool.connect(url, label="a", **rec.callbacks())
+        other.abort()
+        assert other.wait_closed(5)
+        assert rec.names("c") == ["close"] and rec.names("a") == ["close"]
+    finally:
+        listener.close()
+
+
+def test_run_forever_returns_when_every_connection_closed(ws_server: WSServerFactory) -> None:
+    def close_soon(conn: ServerConnection) -> None:
+        conn.send_message("bye")
+        conn.close(1000, "done")
+
+    server = ws_server(close_soon)
+    rec = Recorder()
+    with Pool(workers=2) as pool:
+        for i in range(5):
+            pool.connect(server.url, label=i, **rec.callbacks())
+        pool.run_forever()
+        assert pool.connections == []
+    assert rec.count("close") == 5 and rec.count("message") == 5
+
+
+def test_stats(pool: Pool, ws_server: WSServerFactory) -> None:
+    server = ws_server(_numbered_feed(10))
+    rec = Recorder()
+    conn = pool.connect(server.url, label="s", **rec.callbacks())
+    rec.wait(lambda: len(rec.messages["s"]) == 10)
+    conn.send("x")
+    stats = pool.stats()
+    assert stats["connections"] == 1 and stats["open"] == 1
+    assert stats["messages_in"] == 10 and stats["messages_out"] == 1
+    assert conn.stats.bytes_in >= 10 and conn.stats.last_message_at is not None
+    assert stats["per_connection"][0]["label"] == "s"
+
+
+_EMBEDDED = """
+import sys
+sys.path.insert(0, {tests!r})
+from wsserver import WSServer
+import wspool
+
+server = WSServer().start()
+pool = wspool.Pool(workers=2)
+done = []
+pool.connect(server.url, on_open=lambda c: c.send("x"),
+             on_close=lambda c, code, reason: print("on_close", code, flush=True))
+import time
+time.sleep(0.3)
+print("leaving without close", flush=True)
+"""
+
+
+def test_embedded_pool_closes_cleanly_at_interpreter_exit() -> None:
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", _EMBEDDED.format(tests=tests_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "leaving without close" in result.stdout
+    assert "on_close 1000" in result.stdout, result.stdout + result.stderr
+
+
+_INTERRUPTED = """
+import os, signal, sys, threading
+sys.path.insert(0, {tests!r})
+from wsserver import WSServer
+import wspool
+
+server = WSServer().start()
+pool = wspool.Pool(workers=2)
+opened = threading.Event()
+pool.connect(server.url, on_open=lambda c: opened.set(),
+             on_close=lambda c, code, reason: print("on_close", code, flush=True))
+opened.wait(5)
+threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+pool.run_forever()
+print("run_forever returned", flush=True)
+pool.close()
+server.stop()
+"""
+
+
+def test_ctrl_c_closes_every_connection() -> None:
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED.format(tests=tests_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "on_close 1000" in result.stdout and "run_forever returned" in result.stdout

@@ -1,0 +1,21 @@
+"""Many connections, one dispatcher thread, a worker pool.
+
+``dispatcher`` owns every socket and timer; ``session`` walks one socket from connect
+to close inside it; ``connection`` is the user's handle that survives reconnects;
+``queue`` hands decoded events to the worker pool in order, one drain task per
+connection at a time, with backpressure; ``pool`` ties them together.
+"""
+
+from wspool.pool.backoff import ReconnectPolicy
+from wspool.pool.connection import Connection, ConnectionStats, ConnectionStatus
+from wspool.pool.errors import CallbackError
+from wspool.pool.pool import Pool
+
+__all__ = [
+    "CallbackError",
+    "Connection",
+    "ConnectionStats",
+    "ConnectionStatus",
+    "Pool",
+    "ReconnectPolicy",
+]

@@ -1,0 +1,210 @@
+"""wspool.Pool: many connections, one dispatcher thread, callbacks on a worker pool."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+from wspool.exceptions import WebSocketConfigurationException
+from wspool.pool.backoff import coerce_reconnect
+from wspool.pool.connection import Callbacks, Connection, ConnectionStatus
+from wspool.pool.dispatcher import Dispatcher
+from wspool.pool.options import build_options
+
+__all__ = ["Pool"]
+
+logger = logging.getLogger("wspool")
+
+_CALLBACK_NAMES = frozenset(Callbacks.__slots__)
+
+
+class Pool:
+    """Holds many WebSocket connections on one dispatcher thread.
+
+    Callbacks run on ``workers`` threads (or on ``executor`` if you pass one): those
+    of one connection one at a time and in order, different connections in parallel.
+    Threads start on first use; :meth:`close` (or leaving the ``with`` block) closes
+    every connection with a closing handshake and stops them.
+    """
+
+    def __init__(
+        self,
+        workers: int = 8,
+        executor: Executor | None = None,
+        *,
+        name: str = "wspool",
+    ) -> None:
+        if executor is None:
+            if not isinstance(workers, int) or workers < 1:
+                raise WebSocketConfigurationException(f"workers must be >= 1, not {workers!r}")
+            executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-worker")
+            self._owns_executor = True
+        else:
+            self._owns_executor = False
+        self.executor: Executor = executor
+        self.dispatcher = Dispatcher(name=f"{name}-dispatcher")
+        self.closing = False
+        self._connections: list[Connection] = []
+        self._lock = threading.Condition()
+        self._closed = False
+        _live_pools.add(self)
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The connections not yet closed for good."""
+        with self._lock:
+            return list(self._connections)
+
+    def connect(
+        self,
+        url: str,
+        *,
+        label: object = None,
+        reconnect: object = False,
+        **options: Any,
+    ) -> Connection:
+        """Open a connection in the background and return its handle at once.
+
+        Callbacks (``on_open``, ``on_message``, ``on_error``, ``on_close``, ``on_ping``,
+        ``on_pong``, ``on_data``, ``on_reconnect``) take websocket-client's signatures
+        with the :class:`Connection` first.  Other options are those of
+        :func:`wspool.connect` plus ``ping_interval``, ``ping_timeout``,
+        ``ping_payload``, ``reconnect`` (``True``, a delay, a dict or a
+        :class:`ReconnectPolicy`), ``max_queue`` and ``max_queue_bytes``.
+        """
+        if self.closing or self._closed:
+            raise WebSocketConfigurationException("this pool is closed: create a new one")
+        callbacks = Callbacks(**{k: options.pop(k) for k in list(options) if k in _CALLBACK_NAMES})
+        connect_options = build_options(url, **options)
+        connection = Connection(
+            self,
+            connect_options,
+            callbacks,
+            label=label,
+            reconnect=coerce_reconnect(reconnect),
+        )
+        with self._lock:
+            self._connections.append(connection)
+        self.dispatcher.call_soon(connection._start_session)
+        _register_exit_hook()
+        return connection
+
+    def _connection_ended(self, connection: Connection) -> None:
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._connections.remove(connection)
+            self._lock.notify_all()
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not predicate():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Short waits keep Ctrl-C responsive in the main thread.
+                self._lock.wait(0.2 if remaining is None else min(0.2, remaining))
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Totals over the live connections, plus each one's counters."""
+        connections = self.connections
+        per = [c.stats_dict() for c in connections]
+        totals: dict[str, Any] = {
+            "connections": len(per),
+            "open": sum(1 for c in connections if c.state is ConnectionStatus.OPEN),
+        }
+        for key in ("messages_in", "bytes_in", "messages_out", "bytes_out", "reconnects"):
+            totals[key] = sum(entry[key] for entry in per)
+        totals["queue_depth"] = sum(entry["queue_depth"] for entry in per)
+        totals["per_connection"] = per
+        return totals
+
+    def run_forever(self) -> None:
+        """Block until every connection is closed for good; Ctrl-C closes them all."""
+        try:
+            self._wait_for(lambda: not self._connections, None)
+        except KeyboardInterrupt:
+            logger.info("interrupted: closing %d connections", len(self._connections))
+            self.close()
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Close every connection (closing handshake), run the last callbacks, stop the
+        threads.  Connections still open after ``timeout`` are dropped."""
+        if self._closed:
+            return
+        self.closing = True
+        connections = self.connections
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception:
+                logger.exception("closing %r failed", connection)
+        if not self._wait_for(lambda: not self._connections, timeout):
+            for connection in self.connections:
+                connection.abort()
+            self._wait_for(lambda: not self._connections, 1.0)
+        # Let the last callbacks (on_close above all) run before the workers stop.
+        for connection in connections:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            connection._queue.join(remaining)
+        self._closed = True
+        self.dispatcher.stop(timeout)
+        if self._owns_executor:
+            self.executor.shutdown(wait=True)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<wspool.Pool {len(self._connections)} connections>"
+
+
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _close_all_pools() -> None:
+    for pool in list(_live_pools):
+        try:
+            pool.close(timeout=2.0)
+        except Exception:
+            logger.exception("closing %r at exit failed", pool)
+
+
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Close live pools at interpreter exit, before their threads are stopped.
+
+    threading runs its exit hooks in reverse order of registration, so registering
+    after the first dispatcher started (which registers the dispatchers' hook) and
+    after concurrent.futures (registered at import) makes this one run first:
+    connections still get a closing handshake and their on_close.
+    """
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    _exit_hook_registered = True
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_close_all_pools)
+    except RuntimeError:  # the interpreter is already shutting down
+        pass
