@@ -572,3 +572,158 @@ def test_ctrl_c_closes_every_connection() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "on_close 1000" in result.stdout and "run_forever returned" in result.stdout
+
+
+def test_host_names_are_resolved_off_the_dispatcher(pool: Pool, ws_server: WSServerFactory) -> None:
+    server = ws_server()
+    rec = Recorder()
+    cbs = rec.callbacks()
+    cbs["on_open"] = lambda c: (rec._add("open", c), c.send("named"))
+    # "localhost" may resolve to ::1 first, where nothing listens: every address is tried.
+    pool.connect(f"ws://localhost:{server.port}/", label="n", **cbs)
+    rec.wait(lambda: rec.messages["n"] == ["named"])
+
+
+def test_retryable_status_is_retried_until_accepted(pool: Pool, ws_server: WSServerFactory) -> None:
+    from wsserver import refuse
+
+    answers = iter([refuse(503, b"busy"), refuse(429, b"slow down")])
+    server = ws_server(handshake=lambda request: next(answers, None))
+    rec = Recorder()
+    pool.connect(
+        server.url,
+        label="r",
+        reconnect={"initial_delay": 0.01, "max_delay": 0.05},
+        **rec.callbacks(),
+    )
+    rec.wait(lambda: rec.count("open") == 1)
+    statuses = [args[0].status_code for name, _, args in rec.calls if name == "error"]
+    assert statuses == [503, 429]
+    assert rec.names("r") == ["error", "error", "open"]
+
+
+def test_max_attempts_ends_the_connection(pool: Pool) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens: every attempt is refused
+    rec = Recorder()
+    conn = pool.connect(
+        f"ws://127.0.0.1:{port}/",
+        label="m",
+        reconnect={"initial_delay": 0.01, "max_delay": 0.02, "max_attempts": 2},
+        **rec.callbacks(),
+    )
+    assert conn.wait_closed(5)
+    assert rec.names("m") == ["error", "error", "error", "close"]
+    assert "refused" in str(next(args[0] for n, _, args in rec.calls if n == "error")).lower()
+
+
+def test_normal_server_close_reconnects_only_when_configured(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    def close_at_once(conn: ServerConnection) -> None:
+        conn.close(1000, "maintenance")
+
+    server = ws_server(close_at_once)
+    rec = Recorder()
+    quiet = pool.connect(
+        server.url,
+        label="no",
+        reconnect={"initial_delay": 0.01, "on_normal_close": False},
+        **rec.callbacks(),
+    )
+    assert quiet.wait_closed(5)
+    assert rec.names("no") == ["open", "close"]
+    again = pool.connect(
+        server.url, label="yes", reconnect={"initial_delay": 0.01}, **rec.callbacks()
+    )
+    rec.wait(lambda: rec.names("yes").count("open") >= 3)
+    again.close()
+    assert again.wait_closed(5)
+    names = rec.names("yes")
+    assert names.count("open") == names.count("close")  # every open pairs with a close
+
+
+def test_ping_pong_data_and_reconnect_callbacks(ws_server: WSServerFactory) -> None:
+    def chatty(conn: ServerConnection) -> None:
+        conn.send_ping(b"srv-ping")
+        conn.send_message(b"\x01\x02")
+        conn.close(1001, "going away")
+
+    server = ws_server(chatty)
+    seen: list[tuple[Any, ...]] = []
+    done = threading.Event()
+
+    def on_open(conn: Connection) -> None:
+        seen.append(("open",))
+        conn.ping(b"cli-ping")
+
+    def on_close(conn: Connection, code: int, reason: str) -> None:
+        seen.append(("close", code, reason))
+        if conn.stats.reconnects >= 1:
+            conn.close()
+            done.set()
+
+    with Pool(workers=2) as pool:
+        pool.connect(
+            server.url,
+            reconnect={"initial_delay": 0.01},
+            on_open=on_open,
+            on_close=on_close,
+            on_ping=lambda c, d: seen.append(("ping", d)),
+            on_pong=lambda c, d: seen.append(("pong", d)),
+            on_data=lambda c, d, op, fin: seen.append(("data", d, op, fin)),
+            on_reconnect=lambda c: seen.append(("reconnect",)),
+        )
+        assert done.wait(10)
+    first = seen[: seen.index(("close", 1001, "going away")) + 1]
+    assert first[0] == ("open",)
+    assert ("ping", b"srv-ping") in first
+    assert ("data", b"\x01\x02", 2, True) in first
+    rest = seen[len(first) :]
+    assert rest[:2] == [("reconnect",), ("open",)]
+
+
+def test_error_in_on_error_is_logged_and_delivery_continues(
+    pool: Pool, ws_server: WSServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = ws_server(_numbered_feed(3))
+    seen: list[Any] = []
+
+    def on_message(conn: Connection, msg: Any) -> None:
+        seen.append(msg)
+        raise KeyError(msg)
+
+    def on_error(conn: Connection, err: BaseException) -> None:
+        raise RuntimeError("on_error itself failed")
+
+    with caplog.at_level("ERROR", logger="wspool"):
+        pool.connect(server.url, on_message=on_message, on_error=on_error)
+        deadline = time.monotonic() + 5
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+    assert seen == ["0", "1", "2"]
+    assert sum("on_error raised" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_callback_error_format_with_locals(pool: Pool, ws_server: WSServerFactory) -> None:
+    server = ws_server(_numbered_feed(1))
+    errors: list[CallbackError] = []
+    got = threading.Event()
+
+    def on_message(conn: Connection, msg: Any) -> None:
+        secret_local = "visible-in-locals"
+        raise ValueError(secret_local[:3])
+
+    def on_error(conn: Connection, err: BaseException) -> None:
+        assert isinstance(err, CallbackError)
+        errors.append(err)
+        got.set()
+
+    pool.connect(server.url, label={"feed": 1}, on_message=on_message, on_error=on_error)
+    assert got.wait(5)
+    assert "visible-in-locals" in errors[0].format(locals=True)
+    assert "visible-in-locals" not in errors[0].format()
+    assert "{'feed': 1}" in str(errors[0])
