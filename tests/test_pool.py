@@ -727,3 +727,27 @@ def test_callback_error_format_with_locals(pool: Pool, ws_server: WSServerFactor
     assert "visible-in-locals" in errors[0].format(locals=True)
     assert "visible-in-locals" not in errors[0].format()
     assert "{'feed': 1}" in str(errors[0])
+
+
+def test_close_while_waiting_to_reconnect_keeps_open_and_close_paired(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    def drop(conn: ServerConnection) -> None:
+        conn.close_tcp()
+
+    server = ws_server(drop)
+    rec = Recorder()
+    conn = pool.connect(
+        server.url,
+        label="w",
+        reconnect={"initial_delay": 30, "max_delay": 30, "reset_after": 0},
+        **rec.callbacks(),
+    )
+    rec.wait(lambda: rec.count("close") == 1)
+    deadline = time.monotonic() + 5
+    while conn.state is not ConnectionStatus.RECONNECTING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conn.state is ConnectionStatus.RECONNECTING
+    conn.close()
+    assert conn.wait_closed(5)
+    assert [n for n in rec.names("w") if n != "error"] == ["open", "close"]

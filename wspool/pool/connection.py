@@ -129,6 +129,9 @@ class Connection:
         self._opened_once = False
         self._user_closed = False
         self._session_opened = False  # the current session reached OPEN
+        # on_close pairs with on_open: each opened session's loss is reported once; a
+        # connection that ends without a report since its last open gets one on_close.
+        self._loss_reported = False
         self._rng = random.Random()
         self._redirect_error: BaseException | None = None
         self._current = "callback"  # the callback running now (one at a time)
@@ -274,6 +277,7 @@ class Connection:
     def session_opened(self, session: Session) -> None:
         self._status = ConnectionStatus.CLOSING if self._user_closed else ConnectionStatus.OPEN
         self._session_opened = True
+        self._loss_reported = False
         self._redirects = 0
         reconnected = self._opened_once
         self._opened_once = True
@@ -320,9 +324,10 @@ class Connection:
             self._queue.put(_Failed(error))
         if opened:
             self._queue.put(_Closed(code, reason))
+            self._loss_reported = True
         delay = self._next_delay(session, code, error)
         if delay is None:
-            self._end(code, reason, already_reported=opened)
+            self._end(code, reason)
             return
         self._status = ConnectionStatus.RECONNECTING
         self._session = None
@@ -381,13 +386,14 @@ class Connection:
         ):
             self._end(CloseCode.NORMAL_CLOSURE, "closed by the user")
 
-    def _end(self, code: int, reason: str, *, already_reported: bool = False) -> None:
+    def _end(self, code: int, reason: str) -> None:
         if self._status is ConnectionStatus.CLOSED:
             return
         self._status = ConnectionStatus.CLOSED
         self._session = None
-        if not already_reported:
-            # Never opened (or lost while reconnecting): on_close still ends the story.
+        if not self._loss_reported:
+            # Never opened: on_close still ends the story, once.
+            self._loss_reported = True
             self._queue.put(_Closed(code, reason))
         self._queue.close()
         self.pool._connection_ended(self)
