@@ -454,7 +454,7 @@ class Connection:
             if isinstance(error, CallbackError):
                 logger.error("%s", error, exc_info=error.original)
             else:
-                logger.warning("%s: %s", self.url, error)
+                logger.warning("%s", error)
             return
         try:
             on_error(self, error)
