@@ -215,6 +215,7 @@ class Dispatcher:
                 self._thread.start()
             except BaseException:
                 self._state = _State.STOPPED
+                self._thread = None
                 self._close_resources()
                 raise
             self._ident = self._thread.ident
@@ -240,7 +241,8 @@ class Dispatcher:
         if self.in_dispatcher_thread():
             return
         thread = self._thread
-        assert thread is not None
+        if thread is None:
+            return
         thread.join(timeout)
         if thread.is_alive():
             raise WebSocketTimeoutException(
@@ -269,9 +271,8 @@ class Dispatcher:
         :class:`DispatcherStoppedError` once :meth:`stop` was called.
         """
         if threading.get_ident() == self._ident:
-            # the loop itself is the only other writer of _state, so no lock needed here
-            if self._state == _State.STOPPED:
-                raise self._stopped_error()
+            # on the loop thread (even during the final drain) the command still runs:
+            # the loop drains until the queue is empty before it ends
             self._commands.append((fn, args))
             return
         if self._state == _State.NEW:
@@ -441,7 +442,9 @@ class Dispatcher:
                     self._run_timers(heappop)
                 # only the commands queued before this phase: one that re-queues itself
                 # must not starve I/O and timers
-                for _ in range(len(commands)):
+                pending = len(commands)
+                while pending:
+                    pending -= 1
                     fn, args = commands.popleft()
                     try:
                         fn(*args)
@@ -517,6 +520,8 @@ class Dispatcher:
         with self._lock:
             self._close_resources()
         _live.discard(self)
+        # thread idents are reused once a thread ends: forget ours
+        self._ident = None
         self._stopped.set()
 
     def _close_resources(self) -> None:
