@@ -2,7 +2,7 @@
 
 ``dispatcher`` owns every socket and timer; ``session`` walks one socket from connect
 to close inside it; ``connection`` is the user's handle that survives reconnects;
-``queue`` hands decoded events to the worker pool in order, one drain task per
+``delivery`` hands decoded events to the worker pool in order, one drain task per
 connection at a time, with backpressure; ``pool`` ties them together.
 """
 

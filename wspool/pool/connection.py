@@ -29,8 +29,8 @@ from wspool.exceptions import (
     WebSocketTLSException,
 )
 from wspool.pool.backoff import ReconnectPolicy
+from wspool.pool.delivery import DeliveryQueue
 from wspool.pool.errors import CallbackError
-from wspool.pool.queue import DeliveryQueue
 from wspool.pool.session import Session
 from wspool.protocol.events import Event, Message, Ping, Pong
 from wspool.protocol.frames import CloseCode, Opcode
