@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from wspool.exceptions import WebSocketTimeoutException
+from wspool.exceptions import DispatcherStoppedError, WebSocketTimeoutException
 from wspool.pool.dispatcher import Dispatcher, TimerHandle
-from wspool.pool.errors import DispatcherStoppedError
 
 WAIT = 10.0  # upper bound for events that must happen; never reached when things work
 

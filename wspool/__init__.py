@@ -8,6 +8,8 @@ Names follow websocket-client, so ``import wspool as websocket`` moves most scri
 
 from wspool.client import ABNF, Frame, WebSocket, connect, create_connection
 from wspool.exceptions import (
+    CallbackError,
+    DispatcherStoppedError,
     WebSocketAddressException,
     WebSocketBadStatusException,
     WebSocketConfigurationException,
@@ -23,7 +25,6 @@ from wspool.exceptions import (
     WebSocketTLSException,
 )
 from wspool.pool import (
-    CallbackError,
     Connection,
     ConnectionStats,
     ConnectionStatus,
@@ -42,6 +43,7 @@ __all__ = [
     "ConnectionStats",
     "ConnectionStatus",
     "DeflateOptions",
+    "DispatcherStoppedError",
     "Frame",
     "Opcode",
     "Pool",

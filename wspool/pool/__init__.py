@@ -6,9 +6,9 @@ to close inside it; ``connection`` is the user's handle that survives reconnects
 connection at a time, with backpressure; ``pool`` ties them together.
 """
 
+from wspool.exceptions import CallbackError
 from wspool.pool.backoff import ReconnectPolicy
 from wspool.pool.connection import Connection, ConnectionStats, ConnectionStatus
-from wspool.pool.errors import CallbackError
 from wspool.pool.pool import Pool
 
 __all__ = [

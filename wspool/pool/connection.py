@@ -21,6 +21,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from wspool.exceptions import (
+    CallbackError,
     WebSocketBadStatusException,
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
@@ -30,7 +31,6 @@ from wspool.exceptions import (
 )
 from wspool.pool.backoff import ReconnectPolicy
 from wspool.pool.delivery import DeliveryQueue
-from wspool.pool.errors import CallbackError
 from wspool.pool.session import Session
 from wspool.protocol.events import Event, Message, Ping, Pong
 from wspool.protocol.frames import CloseCode, Opcode

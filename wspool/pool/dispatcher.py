@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Protocol, TypeVar
 
-from wspool.exceptions import WebSocketTimeoutException
-from wspool.pool.errors import DispatcherStoppedError
+from wspool.exceptions import DispatcherStoppedError, WebSocketTimeoutException
 
 __all__ = ["EXIT_STOP_TIMEOUT", "Dispatcher", "DispatcherStats", "TimerHandle"]
 

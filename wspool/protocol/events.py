@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wspool._reprs import bounded_repr
 from wspool.exceptions import WebSocketProtocolException
 
 __all__ = [
@@ -19,20 +20,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
-    "bounded_repr",
 ]
-
-_REPR_LIMIT = 80
-
-
-def bounded_repr(value: object, limit: int = _REPR_LIMIT) -> str:
-    """``repr(value)`` cut to ``limit`` characters, saying how long the value was."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    size = len(value) if isinstance(value, str | bytes | bytearray) else None
-    suffix = f"...<{size} total>" if size is not None else "..."
-    return text[: limit - len(suffix)] + suffix
 
 
 @dataclass(slots=True, eq=True, repr=False)
