@@ -380,8 +380,11 @@ def test_stop_runs_pending_commands_joins_and_closes_fds() -> None:
 def test_stop_from_a_command_on_the_dispatcher_thread() -> None:
     d = Dispatcher()
     ran: list[str] = []
+    gate = threading.Event()
+    d.call_soon(gate.wait, WAIT)  # hold the loop so both commands below are queued
     d.call_soon(d.stop)
     d.call_soon(ran.append, "after stop")  # queued before the loop ended: still runs
+    gate.set()
     d._stopped.wait(WAIT)
     assert ran == ["after stop"]
     d.stop(WAIT)
