@@ -19,6 +19,7 @@ from wspool.exceptions import (
     WebSocketAddressException,
     WebSocketConfigurationException,
     WebSocketProxyException,
+    WebSocketRedirectException,
     WebSocketTimeoutException,
     WebSocketTLSException,
 )
@@ -33,6 +34,7 @@ from wspool.transport import (
     open_socket,
     parse_proxy_url,
     parse_url,
+    resolve_redirect,
     select_proxy,
     server_hostname_for,
 )
@@ -961,3 +963,25 @@ def test_url_type_is_frozen() -> None:
     assert isinstance(url, WebSocketURL)
     with pytest.raises(AttributeError):
         url.host = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("location", "expected", "keeps_credentials"),
+    [
+        ("/other?x=1", "ws://h.example:8080/other?x=1", True),
+        ("next", "ws://h.example:8080/feed/next", True),
+        ("https://h.example/secure", "wss://h.example/secure", False),
+        ("ws://other.example/", "ws://other.example/", False),
+        ("http://h.example:8080/plain", "ws://h.example:8080/plain", True),
+    ],
+)
+def test_resolve_redirect(location: str, expected: str, keeps_credentials: bool) -> None:
+    current = parse_url("ws://user:pw@h.example:8080/feed/")
+    target = resolve_redirect(current, location)
+    assert target.redacted == expected
+    assert (target.username == "user") is keeps_credentials
+
+
+def test_resolve_redirect_refuses_other_schemes() -> None:
+    with pytest.raises(WebSocketRedirectException, match="unsupported"):
+        resolve_redirect(parse_url("ws://h.example/"), "ftp://h.example/")

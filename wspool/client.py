@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Final
-from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from wspool.exceptions import (
     WebSocketConfigurationException,
@@ -57,7 +56,7 @@ from wspool.protocol.handshake import (
 from wspool.transport.connect import open_socket
 from wspool.transport.proxy import select_proxy
 from wspool.transport.tls import build_ssl_context, server_hostname_for, tls_handshake_error
-from wspool.transport.url import WebSocketURL, parse_url
+from wspool.transport.url import WebSocketURL, parse_url, resolve_redirect
 
 __all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
 
@@ -767,23 +766,4 @@ def _redirect_target(current: WebSocketURL, response: HandshakeResponse) -> WebS
         raise WebSocketRedirectException(
             f"redirect status {response.status} without a Location header"
         )
-    base_scheme = "https" if current.secure else "http"
-    host = f"[{current.host}]" if ":" in current.host else current.host
-    base = f"{base_scheme}://{host}:{current.port}{current.resource}"
-    parts = urlsplit(urljoin(base, location.strip()))
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None:
-        raise WebSocketRedirectException(f"redirect to unsupported URL {location!r}")
-    new = parse_url(urlunsplit((scheme, parts.netloc, parts.path, parts.query, "")))
-    if (new.host, new.port) == (current.host, current.port) and new.username is None:
-        # Same host: keep the credentials the user gave for it.
-        new = WebSocketURL(
-            scheme=new.scheme,
-            secure=new.secure,
-            host=new.host,
-            port=new.port,
-            resource=new.resource,
-            username=current.username,
-            password=current.password,
-        )
-    return new
+    return resolve_redirect(current, location)

@@ -34,7 +34,7 @@ from wspool.pool.delivery import DeliveryQueue
 from wspool.pool.session import Session
 from wspool.protocol.events import Event, Message, Ping, Pong
 from wspool.protocol.frames import CloseCode, Opcode
-from wspool.transport.url import WebSocketURL, parse_url
+from wspool.transport.url import WebSocketURL, resolve_redirect
 
 if TYPE_CHECKING:
     from wspool.pool.options import ConnectOptions
@@ -334,30 +334,20 @@ class Connection:
         self.pool.dispatcher.call_later(delay, self._start_session)
 
     def _redirect(self, location: str) -> WebSocketURL | None:
-        from urllib.parse import urljoin, urlsplit, urlunsplit
-
         session = self._session
         assert session is not None
         self._redirects += 1
-        current = session.url
         if self._redirects > self.options.redirect_limit:
             self._redirect_error = WebSocketRedirectException(
                 f"more than redirect_limit={self.options.redirect_limit} redirects", url=self.url
             )
             return None
-        scheme = "https" if current.secure else "http"
-        base = f"{scheme}://{current.authority}{current.resource}"
-        parts = urlsplit(urljoin(base, location.strip()))
-        ws_scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
         try:
-            if ws_scheme is None:
-                raise WebSocketRedirectException(f"redirect to unsupported URL {location!r}")
-            target = parse_url(urlunsplit((ws_scheme, parts.netloc, parts.path, parts.query, "")))
+            return resolve_redirect(session.url, location)
         except WebSocketException as exc:
             exc.url = self.url
             self._redirect_error = exc
             return None
-        return target
 
     def _next_delay(self, session: Session, code: int, error: BaseException | None) -> float | None:
         """Seconds until the next attempt, or None when the connection is over."""

@@ -18,7 +18,7 @@ from wspool.transport.proxy import (
     select_proxy,
 )
 from wspool.transport.tls import build_ssl_context, server_hostname_for, tls_handshake_error
-from wspool.transport.url import WebSocketURL, format_host, parse_url
+from wspool.transport.url import WebSocketURL, format_host, parse_url, resolve_redirect
 
 __all__ = [
     "HttpConnectHandshake",
@@ -34,6 +34,7 @@ __all__ = [
     "open_socket",
     "parse_proxy_url",
     "parse_url",
+    "resolve_redirect",
     "select_proxy",
     "server_hostname_for",
     "tls_handshake_error",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlsplit
+from dataclasses import dataclass, field, replace
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from wspool.exceptions import WebSocketConfigurationException
+from wspool.exceptions import WebSocketConfigurationException, WebSocketRedirectException
 
-__all__ = ["WebSocketURL", "format_host", "parse_url"]
+__all__ = ["WebSocketURL", "format_host", "parse_url", "resolve_redirect"]
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
@@ -224,3 +224,24 @@ def _parse_port(hostport: str, scheme: str, url: str) -> int:
             f"invalid URL {_safe_repr(url)}: the port {port} is outside 1-65535"
         )
     return port
+
+
+_REDIRECT_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def resolve_redirect(current: WebSocketURL, location: str) -> WebSocketURL:
+    """Where a redirect's ``Location`` (absolute or relative) leads from ``current``.
+
+    http(s) targets become ws(s).  The user's credentials are kept only when the
+    target is the same host and port (they are never sent to another host).
+    """
+    base = f"{'https' if current.secure else 'http'}://{current.authority}{current.resource}"
+    parts = urlsplit(urljoin(base, location.strip()))
+    scheme = _REDIRECT_SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise WebSocketRedirectException(f"redirect to unsupported URL {location!r}")
+    target = parse_url(urlunsplit((scheme, parts.netloc, parts.path, parts.query, "")))
+    same_host = (target.host, target.port) == (current.host, current.port)
+    if same_host and target.username is None and current.username is not None:
+        target = replace(target, username=current.username, password=current.password)
+    return target
