@@ -6,6 +6,7 @@ used from your own threads.
 Names follow websocket-client, so ``import wspool as websocket`` moves most scripts.
 """
 
+from wspool.app import WebSocketApp
 from wspool.client import ABNF, Frame, WebSocket, connect, create_connection
 from wspool.exceptions import (
     CallbackError,
@@ -50,6 +51,7 @@ __all__ = [
     "ReconnectPolicy",
     "WebSocket",
     "WebSocketAddressException",
+    "WebSocketApp",
     "WebSocketBadStatusException",
     "WebSocketConfigurationException",
     "WebSocketConnectionClosedException",
