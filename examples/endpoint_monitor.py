@@ -1,0 +1,242 @@
+"""Endpoint monitor: watch many WebSocket endpoints through one ``wspool.Pool``.
+
+Every endpoint is one pool connection with keepalive pings and reconnects.  A table
+printed every ``--every`` seconds shows each one's status (connecting / open /
+reconnecting / closed), the round-trip time of its last ping (``conn.stats.last_rtt``),
+how long ago its last message came, its reconnects and errors, and the last error.
+
+    python examples/endpoint_monitor.py                       # --demo: local servers
+    python examples/endpoint_monitor.py wss://a.example/ws wss://b.example/ws --every 5
+
+The demo starts three local heartbeat servers (``tests/wsserver.py``, on 127.0.0.1)
+and watches them plus one port where nothing listens.  Part-way through it stops one
+server and later starts it again on the same port, so the table shows that endpoint
+go from open to reconnecting and back.  Without ``--seconds`` a real run lasts until
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import wspool
+
+if TYPE_CHECKING:
+    from wsserver import ServerConnection, WSServer  # tests/wsserver.py, the demo servers
+
+
+@dataclass
+class Health:
+    """What the callbacks learned about one endpoint (the pool's stats hold the rest)."""
+
+    errors: int = 0
+    last_error: str = ""
+    opens: int = 0
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.health: dict[str, Health] = {}
+        self.lock = threading.Lock()  # the table is read on the main thread
+
+    def watch(
+        self, pool: wspool.Pool, urls: Sequence[str], *, ping_interval: float, max_delay: float
+    ) -> list[wspool.Connection]:
+        policy = wspool.ReconnectPolicy(initial_delay=min(0.2, max_delay), max_delay=max_delay)
+        connections = []
+        for url in urls:
+            self.health[url] = Health()
+            connections.append(
+                pool.connect(
+                    url,
+                    label=url,
+                    on_open=self.on_open,
+                    on_error=self.on_error,
+                    ping_interval=ping_interval,
+                    ping_timeout=ping_interval * 0.8,
+                    reconnect=policy,
+                )
+            )
+        return connections
+
+    def on_open(self, conn: wspool.Connection) -> None:
+        with self.lock:
+            self.health[str(conn.label)].opens += 1
+
+    def on_error(self, conn: wspool.Connection, error: BaseException) -> None:
+        # Refused connections, timeouts, lost sockets: the pool reconnects by itself.
+        with self.lock:
+            health = self.health[str(conn.label)]
+            health.errors += 1
+            health.last_error = (
+                error.message if isinstance(error, wspool.WebSocketException) else str(error)
+            )
+
+    def table(self, connections: Sequence[wspool.Connection], elapsed: float) -> str:
+        now = time.time()
+        width = max(len(c.url) for c in connections)
+        lines = [
+            f"-- {elapsed:5.1f}s " + "-" * (width + 60),
+            f"{'endpoint':<{width}}  {'status':<12} {'rtt':>9} {'last msg':>9} "
+            f"{'reconn':>6} {'errors':>6}  last error",
+        ]
+        with self.lock:
+            for conn in connections:
+                health = self.health[str(conn.label)]
+                stats = conn.stats
+                rtt = "-" if stats.last_rtt is None else f"{stats.last_rtt * 1000:.1f} ms"
+                age = (
+                    "-" if stats.last_message_at is None else f"{now - stats.last_message_at:.1f}s"
+                )
+                lines.append(
+                    f"{conn.url:<{width}}  {conn.state.value:<12} {rtt:>9} {age:>9} "
+                    f"{stats.reconnects:>6} {health.errors:>6}  {health.last_error[:60]}"
+                )
+        return "\n".join(lines)
+
+
+def monitor(
+    urls: Sequence[str],
+    *,
+    seconds: float | None,
+    every: float,
+    ping_interval: float,
+    max_delay: float,
+    during: Sequence[tuple[float, str, Callable[[], object]]] = (),
+) -> tuple[Monitor, list[wspool.Connection], bool]:
+    """Watch ``urls``; print the table every ``every`` seconds until ``seconds`` or
+    Ctrl-C.  ``during`` lists ``(at_second, message, action)`` steps the demo runs."""
+    watcher = Monitor()
+    steps = sorted(during, key=lambda step: step[0])
+    interrupted = False
+    started = time.monotonic()
+    with wspool.Pool(workers=2, name="monitor") as pool:
+        connections = watcher.watch(pool, urls, ping_interval=ping_interval, max_delay=max_delay)
+        next_table = started + every
+        try:
+            while seconds is None or time.monotonic() - started < seconds:
+                now = time.monotonic()
+                while steps and now - started >= steps[0][0]:
+                    _, message, action = steps.pop(0)
+                    print(f"** {message}")
+                    action()
+                if now >= next_table:
+                    print(watcher.table(connections, now - started), flush=True)
+                    next_table += every
+                wake = min([next_table] + [started + s[0] for s in steps[:1]])
+                if seconds is not None:
+                    wake = min(wake, started + seconds)
+                time.sleep(max(0.0, min(0.5, wake - time.monotonic())))
+        except KeyboardInterrupt:
+            interrupted = True
+            print("interrupted")
+        print(watcher.table(connections, time.monotonic() - started), flush=True)
+    return watcher, connections, interrupted
+
+
+# --------------------------------------------------------------------- demo
+
+
+def heartbeat(conn: ServerConnection) -> None:
+    """Demo server handler: a heartbeat message every 0.2 s until the client closes
+    (pings are answered inside recv_message)."""
+    from wsserver import Opcode
+
+    beat = 0
+    while True:
+        try:
+            opcode, _ = conn.recv_message(timeout=0.2)
+        except TimeoutError:
+            beat += 1
+            conn.send_message(json.dumps({"type": "heartbeat", "n": beat, "ts": time.time()}))
+            continue
+        if opcode == Opcode.CLOSE:
+            conn.send_close(1000)
+            return
+
+
+def unused_port() -> int:
+    """A loopback port with nothing listening (the OS just handed it out)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from wsserver import WSServer
+
+    seconds = 6.0 if args.seconds is None else args.seconds
+    servers: list[WSServer] = [WSServer(heartbeat).start() for _ in range(3)]
+    bounced = servers[1]
+    port = bounced.port
+    urls = [f"{server.url}/health" for server in servers]
+    urls.append(f"ws://127.0.0.1:{unused_port()}/health")  # nothing listens there
+
+    def stop() -> None:
+        bounced.stop()
+
+    def restart() -> None:
+        servers[1] = WSServer(heartbeat, port=port).start()  # same port: same URL
+
+    try:
+        _, connections, interrupted = monitor(
+            urls,
+            seconds=seconds,
+            every=args.every or 1.0,
+            ping_interval=args.ping_interval or 0.5,
+            max_delay=1.0,
+            during=[
+                (seconds / 3, f"stopping the server on port {port}", stop),
+                (seconds * 2 / 3, f"starting it again on port {port}", restart),
+            ],
+        )
+    finally:
+        for server in servers:
+            server.stop()
+    if interrupted:
+        return 130
+    # The demo checks itself: the bounced endpoint came back, the others stayed up
+    # and answered pings, the dead one never opened.
+    live, dead = connections[:3], connections[3]
+    problems = [f"{c.url} has no ping round trip" for c in live if c.stats.last_rtt is None]
+    if live[1].stats.reconnects < 1:
+        problems.append(f"{live[1].url} did not reconnect after the restart")
+    if dead.stats.opened_at is not None:
+        problems.append(f"{dead.url} opened, yet nothing listens there")
+    print("demo: " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("urls", nargs="*", help="ws:// or wss:// endpoints (none: --demo)")
+    parser.add_argument("--demo", action="store_true", help="watch local demo servers")
+    parser.add_argument("--seconds", type=float, help="stop after this long (demo: 6)")
+    parser.add_argument("--every", type=float, help="seconds between tables (5; demo: 1)")
+    parser.add_argument("--ping-interval", type=float, help="keepalive seconds (10; demo: 0.5)")
+    args = parser.parse_args(argv)
+    if args.demo or not args.urls:
+        return run_demo(args)
+    _, _, interrupted = monitor(
+        args.urls,
+        seconds=args.seconds,
+        every=args.every or 5.0,
+        ping_interval=args.ping_interval or 10.0,
+        max_delay=30.0,
+    )
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
