@@ -223,12 +223,13 @@ def demo(url: str, seconds: float, forget_close: bool) -> int:
     counts: dict[str, int] = {"AAPL": 0, "MSFT": 0, "NVDA": 0}
     late = []  # NVDA ticks delivered after cancel() returned: must stay empty
     cancelled = threading.Event()
-    lock = threading.Lock()
+    lock = threading.Condition()
     broken_calls: list[Tick] = []
 
     def count(tick: Tick) -> None:
         with lock:
             counts[tick.symbol] += 1
+            lock.notify_all()
 
     def nvda(tick: Tick) -> None:
         if cancelled.is_set():
@@ -247,19 +248,25 @@ def demo(url: str, seconds: float, forget_close: bool) -> int:
     feed.subscribe("MSFT", broken)
     nvda_subscription = feed.subscribe("NVDA", nvda)
     print(f"pool threads after it: {len(pool_threads())} ({', '.join(sorted(pool_threads()))})")
+    with lock:  # the clock starts with the first tick of each symbol
+        lock.wait_for(lambda: all(counts.values()), timeout=10.0)
     time.sleep(seconds / 2)
     nvda_subscription.cancel()
     cancelled.set()
     with lock:
-        nvda_at_cancel = counts["NVDA"]
-    print(f"cancelled NVDA after {nvda_at_cancel} ticks")
+        at_cancel = dict(counts)
+    print(f"cancelled NVDA after {at_cancel['NVDA']} ticks")
+    with lock:  # the others go on (MSFT despite its broken callback)
+        lock.wait_for(lambda: counts["MSFT"] > at_cancel["MSFT"], timeout=10.0)
     time.sleep(seconds / 2)
     if not forget_close:
         feed.close()
         print(f"closed; pool threads left: {len(pool_threads())}")
     with lock:
         print("ticks: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
-    problems = [f"no {s} ticks" for s, n in counts.items() if n == 0]
+        problems = [f"no {s} ticks" for s, n in counts.items() if n == 0]
+        if counts["MSFT"] <= at_cancel["MSFT"]:
+            problems.append("MSFT stopped after its callback raised")
     if late:
         problems.append(f"{len(late)} NVDA ticks after cancel()")
     print("demo: " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))

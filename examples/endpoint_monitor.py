@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from wsserver import ServerConnection, WSServer  # tests/wsserver.py, the demo servers
 
 
+GRACE = 10.0  # the most a demo run is extended while waiting for its outcome
+
+
 @dataclass
 class Health:
     """What the callbacks learned about one endpoint (the pool's stats hold the rest)."""
@@ -112,9 +115,11 @@ def monitor(
     ping_interval: float,
     max_delay: float,
     during: Sequence[tuple[float, str, Callable[[], object]]] = (),
+    until: Callable[[list[wspool.Connection]], bool] | None = None,
 ) -> tuple[Monitor, list[wspool.Connection], bool]:
     """Watch ``urls``; print the table every ``every`` seconds until ``seconds`` or
-    Ctrl-C.  ``during`` lists ``(at_second, message, action)`` steps the demo runs."""
+    Ctrl-C.  ``during`` lists ``(at_second, message, action)`` steps the demo runs;
+    ``until`` may extend the run (by up to GRACE seconds) until it holds."""
     watcher = Monitor()
     steps = sorted(during, key=lambda step: step[0])
     interrupted = False
@@ -122,8 +127,14 @@ def monitor(
     with wspool.Pool(workers=2, name="monitor") as pool:
         connections = watcher.watch(pool, urls, ping_interval=ping_interval, max_delay=max_delay)
         next_table = started + every
+
+        def finished(elapsed: float) -> bool:
+            if seconds is None or elapsed < seconds or steps:
+                return False
+            return until is None or until(connections) or elapsed >= seconds + GRACE
+
         try:
-            while seconds is None or time.monotonic() - started < seconds:
+            while not finished(time.monotonic() - started):
                 now = time.monotonic()
                 while steps and now - started >= steps[0][0]:
                     _, message, action = steps.pop(0)
@@ -133,9 +144,10 @@ def monitor(
                     print(watcher.table(connections, now - started), flush=True)
                     next_table += every
                 wake = min([next_table] + [started + s[0] for s in steps[:1]])
-                if seconds is not None:
+                if seconds is not None and now - started < seconds:
                     wake = min(wake, started + seconds)
-                time.sleep(max(0.0, min(0.5, wake - time.monotonic())))
+                # Short naps: the end may come from `until`, which nothing signals.
+                time.sleep(min(0.1, max(0.0, wake - time.monotonic())))
         except KeyboardInterrupt:
             interrupted = True
             print("interrupted")
@@ -172,6 +184,9 @@ def unused_port() -> int:
     return port
 
 
+OPEN = wspool.ConnectionStatus.OPEN
+
+
 def run_demo(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from wsserver import WSServer
@@ -196,6 +211,8 @@ def run_demo(args: argparse.Namespace) -> int:
             every=args.every or 1.0,
             ping_interval=args.ping_interval or 0.5,
             max_delay=1.0,
+            # Do not stop before the bounced endpoint is back (a loaded machine is slow).
+            until=lambda conns: conns[1].stats.reconnects >= 1 and conns[1].state is OPEN,
             during=[
                 (seconds / 3, f"stopping the server on port {port}", stop),
                 (seconds * 2 / 3, f"starting it again on port {port}", restart),

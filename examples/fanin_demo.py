@@ -33,6 +33,7 @@ from wsserver import Opcode, ServerConnection, WSServer
 import wspool
 
 POOL_NAME = "fanin"
+OPEN_WAIT = 10.0  # seconds for every feed to open before streaming is timed anyway
 
 
 # ------------------------------------------------------------------ the feed server
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(
         f"feed server on {server.url}; {args.connections} feeds x {args.rate:g} ticks/s "
-        f"for {args.seconds:g}s, {args.workers} workers"
+        f"for {args.seconds:g}s once open, {args.workers} workers"
     )
     pool = wspool.Pool(workers=args.workers, name=POOL_NAME)
     try:
@@ -212,14 +213,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             connections.append(conn)
         last_total, last_at, last_line = 0, started, 0.0
-        while (now := time.monotonic()) < started + args.seconds:
-            time.sleep(min(0.25, started + args.seconds - now))
+        # The --seconds of streaming start once every feed is open (or OPEN_WAIT passed).
+        stop_at = started + OPEN_WAIT + args.seconds
+        while (now := time.monotonic()) < stop_at:
+            time.sleep(min(0.25, stop_at - now))
             now = time.monotonic()
             total = fanin.received
             rate = (total - last_total) / max(1e-6, now - last_at)
             last_total, last_at = total, now
             peak_threads = max(peak_threads, pool_threads())
             is_open = sum(1 for c in connections if c.state is wspool.ConnectionStatus.OPEN)
+            if is_open == args.connections and stop_at > now + args.seconds:
+                stop_at = now + args.seconds
             queued = sum(c.queue_depth for c in connections)
             line = (
                 f"open {is_open:>4}/{args.connections} | {rate:>8,.0f} msg/s | total "
