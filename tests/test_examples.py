@@ -1,0 +1,234 @@
+"""The examples run end to end: each one as a subprocess, in its demo mode, briefly.
+
+Every demo checks its own outcome (order, loss, reconnects, clean closes) and says
+so in its exit status and last line; these tests hold them to it and look for the
+lines a reader of the README would expect.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from wsserver import Opcode, PeerClosed, ServerConnection, WSServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+WSServerFactory = Callable[..., WSServer]
+
+
+def _env() -> dict[str, str]:
+    # The checkout's wspool, installed or not; plain output (no colours, no buffering).
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_example(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=_env(),
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def found(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in ``text``; fails the test when it is absent."""
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not in:\n{text}"
+    return match[1]
+
+
+def _default_sigint() -> None:
+    # A shell running tests in the background starts children with SIGINT ignored;
+    # the Ctrl-C test needs Python's KeyboardInterrupt in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# --------------------------------------------------------------------- fanin_demo
+
+
+def test_fanin_demo_every_tick_arrives_in_order() -> None:
+    """RFC 6455 §6.2: messages of one connection arrive in order; the pool keeps that
+    order into the callbacks, and the server's close reason confirms the count."""
+    result = run_example("fanin_demo.py", "--seconds", "1", "--connections", "20")
+    assert_ok(result)
+    out = result.stdout
+    assert "20/20 opened, 20 closed cleanly" in out
+    assert re.search(r"out of order\s+0\n", out)
+    assert re.search(r"lost\s+0\n", out)
+    assert re.search(r"errors\s+0\n", out)
+    received = found(r"messages\s+([\d,]+) received", out)
+    sent = found(r"server sent\s+([\d,]+)", out)
+    assert int(received.replace(",", "")) == int(sent.replace(",", "")) > 0
+    assert re.search(r"open\s+\d+/20 \|\s+[\d,]+ msg/s \| total", out), "no status line"
+    assert re.search(r"threads\s+([2-9]) pool threads", out), "more threads than 1 + workers"
+    assert out.rstrip().endswith("result: OK")
+
+
+def test_fanin_demo_with_permessage_deflate() -> None:
+    """RFC 7692: the same check with every tick compressed."""
+    result = run_example(
+        "fanin_demo.py", "--deflate", "--seconds", "0.5", "--connections", "5", "--rate", "50"
+    )
+    assert_ok(result)
+    assert "5/5 opened, 5 closed cleanly" in result.stdout
+    assert result.stdout.rstrip().endswith("result: OK")
+
+
+def test_fanin_demo_ctrl_c_closes_every_feed_cleanly() -> None:
+    """Ctrl-C ends the run with a closing handshake on every feed (RFC 6455 §7.1.2),
+    a summary and exit status 130."""
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "fanin_demo.py"), "--seconds", "60", "--connections", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        preexec_fn=_default_sigint,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any("open   10/10" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"the demo ended early: {lines}"
+            lines.append(line)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, f"exit {proc.returncode}\n{out}\n{err}"
+    assert "10/10 opened, 10 closed cleanly" in out
+    assert "result: interrupted" in out
+    assert "Traceback" not in err
+
+
+def test_fanin_demo_rejects_bad_arguments() -> None:
+    result = run_example("fanin_demo.py", "--connections", "0")
+    assert result.returncode == 2
+    assert "must be positive" in result.stderr
+
+
+# --------------------------------------------------------------------- market_data_fanin
+
+
+def test_market_data_demo_resubscribes_after_a_server_restart() -> None:
+    """Close code 1012 (service restart, RFC 6455 §7.4 / IANA registry) ends one
+    session; the ReconnectPolicy brings it back and on_open subscribes again.  The
+    demo also checks that each local book equals its venue's."""
+    result = run_example("market_data_fanin.py", "--demo", "--seconds", "1", "--rate", "200")
+    assert_ok(result)
+    out = result.stdout
+    assert "[feed1] closed 1012 'service restart' -> reconnecting" in out
+    assert "[feed1] reconnected; on_open resubscribes" in out
+    assert re.search(r"feed1: \d+ messages, [1-9]\d* reconnects, [2-9]\d* subscribes", out)
+    for symbol in ("AAPL", "BTC-USD", "USDJPY"):
+        assert re.search(rf"^{re.escape(symbol)}\s+[1-9]", out, re.MULTILINE), symbol
+    assert out.rstrip().endswith("demo: OK")
+
+
+def test_market_data_feed_mode_subscribes_on_given_urls(ws_server: WSServerFactory) -> None:
+    """With --feed URL SYMBOLS the script subscribes on that URL and closes cleanly."""
+    requests: list[str] = []
+    lock = threading.Lock()
+
+    def venue(conn: ServerConnection) -> None:
+        while True:
+            try:
+                opcode, data = conn.recv_message()
+            except PeerClosed:
+                return
+            if opcode == Opcode.CLOSE:
+                conn.send_close(1000)
+                return
+            with lock:
+                requests.append(data.decode())
+            conn.send_message('{"type": "trade", "s": "AAA", "p": 10.5, "q": 2}')
+
+    server = ws_server(venue)
+    result = run_example(
+        "market_data_fanin.py", "--feed", f"{server.url}/ws", "AAA,BBB", "--seconds", "0.5"
+    )
+    assert_ok(result)
+    assert "1 feeds, 2 symbols" in result.stdout
+    assert re.search(r"^AAA\s+1\s+2\s+10\.50", result.stdout, re.MULTILINE)
+    assert "[feed0] closed 1000 '' -> closed" in result.stdout
+    with lock:
+        assert requests == [
+            '{"op":"subscribe","args":["trades:AAA","book:AAA","trades:BBB","book:BBB"]}'
+        ]
+
+
+# --------------------------------------------------------------------- endpoint_monitor
+
+
+def test_endpoint_monitor_demo_shows_a_bounced_server_reconnect() -> None:
+    result = run_example(
+        "endpoint_monitor.py", "--seconds", "2", "--every", "0.5", "--ping-interval", "0.2"
+    )
+    assert_ok(result)
+    out = result.stdout
+    assert "** stopping the server on port" in out
+    assert "** starting it again on port" in out
+    port = found(r"stopping the server on port (\d+)", out)
+    rows = re.findall(rf"^ws://127\.0\.0\.1:{port}/health\s+(\w+)\s.*$", out, re.MULTILINE)
+    assert "reconnecting" in rows, "the bounced endpoint never showed as reconnecting"
+    assert rows[-1] == "open"
+    assert out.rstrip().endswith("demo: OK")
+
+
+def test_endpoint_monitor_watches_given_urls(ws_server: WSServerFactory) -> None:
+    """RFC 6455 §5.5.2/§5.5.3: the keepalive ping's pong gives each endpoint an RTT."""
+    server = ws_server()
+    url = f"{server.url}/a"
+    result = run_example(
+        "endpoint_monitor.py", url, "--seconds", "1", "--every", "0.5", "--ping-interval", "0.2"
+    )
+    assert_ok(result)
+    rows = re.findall(rf"^{re.escape(url)}\s+(\w+)\s+([\d.]+ ms|-)", result.stdout, re.MULTILINE)
+    assert rows, result.stdout
+    assert rows[-1][0] == "open"
+    assert rows[-1][1].endswith(" ms"), "no ping round trip measured"
+
+
+# --------------------------------------------------------------------- embedded_library
+
+
+def test_embedded_library_feed_client() -> None:
+    result = run_example("embedded_library.py", "--seconds", "1")
+    assert_ok(result)
+    out = result.stdout
+    assert "pool threads before the first subscribe: 0" in out
+    assert "closed; pool threads left: 0" in out
+    assert "a MSFT callback raised; the others still run" in result.stderr
+    assert "ValueError: a user bug" in result.stderr
+    assert "demo: OK" in out
+    assert "at exit: the server received close codes [1000]" in out
+
+
+def test_embedded_library_exits_cleanly_without_close() -> None:
+    """A forgotten close(): the interpreter still exits, and the pool's exit hook
+    closes the connection with a closing handshake (code 1000, RFC 6455 §7.1.2)."""
+    result = run_example("embedded_library.py", "--forget-close", "--seconds", "0.5", timeout=30)
+    assert_ok(result)
+    assert "closed;" not in result.stdout
+    assert "demo: OK" in result.stdout
+    assert "at exit: the server received close codes [1000]" in result.stdout
