@@ -43,12 +43,11 @@ class Health:
 
     errors: int = 0
     last_error: str = ""
-    opens: int = 0
 
 
 class Monitor:
     def __init__(self) -> None:
-        self.health: dict[str, Health] = {}
+        self.health: dict[object, Health] = {}  # by connection label
         self.lock = threading.Lock()  # the table is read on the main thread
 
     def watch(
@@ -56,13 +55,14 @@ class Monitor:
     ) -> list[wspool.Connection]:
         policy = wspool.ReconnectPolicy(initial_delay=min(0.2, max_delay), max_delay=max_delay)
         connections = []
-        for url in urls:
-            self.health[url] = Health()
+        for index, url in enumerate(urls):
+            # The label shows up in error messages: an index, never a URL that may
+            # carry credentials (conn.url is the redacted one).
+            self.health[index] = Health()
             connections.append(
                 pool.connect(
                     url,
-                    label=url,
-                    on_open=self.on_open,
+                    label=index,
                     on_error=self.on_error,
                     ping_interval=ping_interval,
                     ping_timeout=ping_interval * 0.8,
@@ -71,14 +71,10 @@ class Monitor:
             )
         return connections
 
-    def on_open(self, conn: wspool.Connection) -> None:
-        with self.lock:
-            self.health[str(conn.label)].opens += 1
-
     def on_error(self, conn: wspool.Connection, error: BaseException) -> None:
         # Refused connections, timeouts, lost sockets: the pool reconnects by itself.
         with self.lock:
-            health = self.health[str(conn.label)]
+            health = self.health[conn.label]
             health.errors += 1
             health.last_error = (
                 error.message if isinstance(error, wspool.WebSocketException) else str(error)
@@ -94,7 +90,7 @@ class Monitor:
         ]
         with self.lock:
             for conn in connections:
-                health = self.health[str(conn.label)]
+                health = self.health[conn.label]
                 stats = conn.stats
                 rtt = "-" if stats.last_rtt is None else f"{stats.last_rtt * 1000:.1f} ms"
                 age = (

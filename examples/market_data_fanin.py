@@ -136,7 +136,8 @@ def start_feeds(
             market.subscriptions[name] = market.subscriptions.get(name, 0) + 1
 
     def on_message(conn: wspool.Connection, message: str | bytes) -> None:
-        market.apply(json.loads(message))
+        update = json.loads(message)
+        market.apply(update if isinstance(update, dict) else {"type": "other"})
 
     def on_error(conn: wspool.Connection, error: BaseException) -> None:
         with market.lock:
