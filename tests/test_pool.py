@@ -488,7 +488,7 @@ def test_run_forever_returns_when_every_connection_closed(ws_server: WSServerFac
     with Pool(workers=2) as pool:
         for i in range(5):
             pool.connect(server.url, label=i, **rec.callbacks())
-        pool.run_forever()
+        assert pool.run_forever() is False
         assert pool.connections == []
     assert rec.count("close") == 5 and rec.count("message") == 5
 
@@ -552,8 +552,7 @@ pool.connect(server.url, on_open=lambda c: opened.set(),
              on_close=lambda c, code, reason: print("on_close", code, flush=True))
 opened.wait(5)
 threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-pool.run_forever()
-print("run_forever returned", flush=True)
+print("run_forever returned", pool.run_forever(), flush=True)
 pool.close()
 server.stop()
 """
@@ -571,7 +570,7 @@ def test_ctrl_c_closes_every_connection() -> None:
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert "on_close 1000" in result.stdout and "run_forever returned" in result.stdout
+    assert "on_close 1000" in result.stdout and "run_forever returned True" in result.stdout
 
 
 def test_host_names_are_resolved_off_the_dispatcher(pool: Pool, ws_server: WSServerFactory) -> None:

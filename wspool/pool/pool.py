@@ -127,13 +127,19 @@ class Pool:
         totals["per_connection"] = per
         return totals
 
-    def run_forever(self) -> None:
-        """Block until every connection is closed for good; Ctrl-C closes them all."""
+    def run_forever(self) -> bool:
+        """Block until every connection is closed for good; Ctrl-C closes them all.
+
+        Returns ``True`` when interrupted by Ctrl-C, ``False`` when the connections
+        ended on their own.
+        """
         try:
             self._wait_for(lambda: not self._connections, None)
         except KeyboardInterrupt:
             logger.info("interrupted: closing %d connections", len(self._connections))
             self.close()
+            return True
+        return False
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Close every connection (closing handshake), run the last callbacks, stop the
