@@ -299,7 +299,9 @@ class Connection:
         if count:
             stats.messages_in += count
             stats.last_message_at = time.time()
-        stats.last_rtt = session.last_rtt
+        rtt = session.last_rtt
+        if rtt is not None:  # a new session has none until its first pong: keep the last
+            stats.last_rtt = rtt
         self._queue.put_many(events, size)
 
     def session_closed(
