@@ -1,0 +1,1 @@
+"""wspool's benchmark suite: ``python -m bench`` (see docs/benchmarks.md)."""
