@@ -148,7 +148,9 @@ class Conn:
         "paced_left",
         "paced_period",
         "params",
+        "pending",
         "received",
+        "skip",
         "sock",
         "upgraded",
         "want_write",
@@ -165,6 +167,10 @@ class Conn:
         self.received = 0
         self.want_write = False
         self.paced_left = 0
+        # A large client frame's payload is discarded as it arrives instead of being
+        # buffered: ``skip`` bytes remain, then ``pending`` (opcode, fin) completes.
+        self.skip = 0
+        self.pending = (0, 0)
         self.paced_period = 0.0
 
 
@@ -289,6 +295,14 @@ class FeedServer:
         if not data:
             self.drop(conn)
             return
+        if conn.skip:
+            if len(data) < conn.skip:
+                conn.skip -= len(data)
+                return
+            data = data[conn.skip :]
+            conn.skip = 0
+            if not self.frame_done(conn, *conn.pending, b""):
+                return
         conn.inbuf += data
         if not conn.upgraded:
             self.handshake(conn)
@@ -346,33 +360,44 @@ class FeedServer:
                     break
                 length = int.from_bytes(buf[offset : offset + 8], "big")
                 offset += 8
+            opcode = first & 0x0F
+            fin = first & 0x80
             if len(buf) - offset < 4 + length:
+                if length > 65536 and opcode in (0x0, 0x2) and len(buf) - offset >= 4:
+                    conn.skip = length - (len(buf) - offset - 4)
+                    conn.pending = (opcode, fin)
+                    buf.clear()
+                    return
                 break
             key = buf[offset : offset + 4]
             offset += 4
-            opcode = first & 0x0F
-            fin = first & 0x80
             head = b""
             if opcode in (0x1, 0x8, 0x9) and length:
                 n = min(length, 16)
                 head = bytes(b ^ key[i % 4] for i, b in enumerate(buf[offset : offset + n]))
             pos = offset + length
-            if opcode == 0x8:
-                self.write(conn, frame(0x8, head[:2]))
-                self.flush(conn)
-                self.drop(conn)
+            if not self.frame_done(conn, opcode, fin, head):
                 return
-            if opcode == 0x9:
-                self.write(conn, frame(0xA, head))
-            elif opcode == 0x1 and head.startswith(b"sync"):
-                self.write(conn, frame(0x1, b"count:%d" % conn.received))
-            elif opcode in (0x0, 0x1, 0x2) and fin:
-                if conn.mode == "sink":
-                    conn.received += 1
-                    self.stats["received_messages"] += 1
-                elif opcode == 0x1:
-                    self.go(conn)
         del buf[:pos]
+
+    def frame_done(self, conn: Conn, opcode: int, fin: int, head: bytes) -> bool:
+        """Act on one whole client frame; False once the connection is gone."""
+        if opcode == 0x8:
+            self.write(conn, frame(0x8, head[:2]))
+            self.flush(conn)
+            self.drop(conn)
+            return False
+        if opcode == 0x9:
+            self.write(conn, frame(0xA, head))
+        elif opcode == 0x1 and head.startswith(b"sync"):
+            self.write(conn, frame(0x1, b"count:%d" % conn.received))
+        elif opcode in (0x0, 0x1, 0x2) and fin:
+            if conn.mode == "sink":
+                conn.received += 1
+                self.stats["received_messages"] += 1
+            elif opcode == 0x1:
+                self.go(conn)
+        return True
 
     # -- what each mode sends ------------------------------------------------------
     def go(self, conn: Conn) -> None:

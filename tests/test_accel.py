@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +23,7 @@ from wspool.protocol._accel import (
     make_utf8_decoder,
 )
 
-Masker = Callable[[bytes | bytearray | memoryview, bytes], bytes]
+Masker = _accel.MaskFunction
 
 # --------------------------------------------------------------------------- masking
 
@@ -91,6 +91,18 @@ def test_rfc6455_5_3_mask_accepts_bytearray_and_memoryview(name: str, mask: Mask
         assert mask(memoryview(data)[3 : 3 + size], key) == naive_mask(data[3 : 3 + size], key)
         # A non-contiguous view is masked as the bytes it shows.
         assert mask(memoryview(data)[::3], key) == naive_mask(data[::3], key)
+
+
+@pytest.mark.parametrize(("name", "mask"), IMPLEMENTATIONS, ids=[n for n, _ in IMPLEMENTATIONS])
+def test_mask_with_prefix_puts_the_prefix_unmasked_in_front(name: str, mask: Masker) -> None:
+    # encode_frame passes header + key as the prefix so a large frame is built in one
+    # allocation; the prefix itself must come out untouched.
+    key = b"\x01\x02\x03\x04"
+    head = b"\x82\x7f" + bytes(8) + key
+    for size in (0, 5, 128, MASK_CHUNK, MASK_CHUNK + 1, 3 * MASK_CHUNK + 2):
+        data = payload(size)
+        assert mask(data, key, head) == head + naive_mask(data, key), size
+        assert type(mask(memoryview(data), key, head)) is bytes
 
 
 @pytest.mark.parametrize(("name", "mask"), IMPLEMENTATIONS, ids=[n for n, _ in IMPLEMENTATIONS])

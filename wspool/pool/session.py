@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from enum import Enum
@@ -133,10 +134,11 @@ class Session:
         self._request: HandshakeRequest | None = None
         self._parser: ResponseParser | None = None
         # Bytes waiting to be written.  _outbox is filled by any thread under send_lock;
-        # _pending is the unsent tail of what the dispatcher already took (its own).
+        # _unsent holds what the dispatcher already took but the socket did not accept
+        # yet (the dispatcher's own): small frames joined, large ones kept whole.
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
-        self._pending = b""
+        self._unsent: deque[bytes | memoryview] = deque()
         self._writing = False  # write interest registered
         self._reading = False  # read interest registered
         self._paused = False  # backpressure: the owner's queue is full
@@ -537,14 +539,17 @@ class Session:
         sock = self._sock
         if sock is None:
             return
-        data = self._pending + b"".join(chunks) if chunks else self._pending
-        if data:
+        unsent = self._unsent
+        if chunks:
+            _coalesce_into(unsent, chunks)
+        while unsent:
+            head = unsent[0]
             try:
-                sent = sock.send(data)
+                sent = sock.send(head)
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                sent = 0
+                break
             except OSError as exc:
-                self._pending = b""
+                unsent.clear()
                 self._finish(
                     CloseCode.ABNORMAL_CLOSURE,
                     "",
@@ -553,8 +558,13 @@ class Session:
                     ),
                 )
                 return
-            self._pending = data[sent:]
-        blocked = bool(self._pending)
+            if sent == len(head):
+                unsent.popleft()
+            else:
+                # A view, not a slice: the unsent tail of a large frame is never copied.
+                unsent[0] = memoryview(head)[sent:]
+                break
+        blocked = bool(unsent)
         if self.state in (SessionState.PROXY, SessionState.UPGRADING):
             self._set_interest(read=True, write=blocked)
         elif self.state in (SessionState.OPEN, SessionState.CLOSING):
@@ -730,3 +740,26 @@ class Session:
     @property
     def finished(self) -> bool:
         return self._finished
+
+
+#: Frames at least this large are written on their own instead of joined with others.
+_JOIN_LIMIT = 64 * 1024
+
+
+def _coalesce_into(unsent: deque[bytes | memoryview], chunks: list[bytes]) -> None:
+    """Append ``chunks`` to ``unsent``: runs of small frames as one write, each large
+    frame as it is (joining would copy it; writing it alone costs one more syscall)."""
+    if len(chunks) == 1:
+        unsent.append(chunks[0])
+        return
+    run: list[bytes] = []
+    for chunk in chunks:
+        if len(chunk) >= _JOIN_LIMIT:
+            if run:
+                unsent.append(run[0] if len(run) == 1 else b"".join(run))
+                run = []
+            unsent.append(chunk)
+        else:
+            run.append(chunk)
+    if run:
+        unsent.append(run[0] if len(run) == 1 else b"".join(run))

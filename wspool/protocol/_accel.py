@@ -53,7 +53,7 @@ def _mask_whole(data: Buffer, key: bytes) -> bytes:
     return (_from_bytes(data, "little") ^ _from_bytes(mask, "little")).to_bytes(n, "little")
 
 
-def _mask_chunked(data: Buffer, key: bytes) -> bytes:
+def _mask_chunked(data: Buffer, key: bytes, prefix: bytes) -> bytes:
     """XOR large ``data`` in MASK_CHUNK pieces with one precomputed mask integer.
 
     Chunking keeps the temporaries cache-sized and lets the key integer be built once
@@ -64,7 +64,7 @@ def _mask_chunked(data: Buffer, key: bytes) -> bytes:
     chunk = MASK_CHUNK
     mask = _from_bytes(key * (chunk >> 2), "little")
     full = n - n % chunk
-    parts: list[bytes] = []
+    parts: list[bytes] = [prefix]
     append = parts.append
     # Chunk starts are multiples of MASK_CHUNK, itself a multiple of 4, so every chunk
     # (and the tail) begins at key phase 0.
@@ -76,17 +76,20 @@ def _mask_chunked(data: Buffer, key: bytes) -> bytes:
     return b"".join(parts)
 
 
-def apply_mask_stdlib(data: Buffer, key: bytes) -> bytes:
+def apply_mask_stdlib(data: Buffer, key: bytes, prefix: bytes = b"", /) -> bytes:
     """Mask or unmask ``data`` with the 4-byte ``key`` (RFC 6455 §5.3), standard library only.
 
-    Byte ``i`` of the result is ``data[i] ^ key[i % 4]``.  ``data`` is any byte buffer
-    (a memoryview must be a view of bytes); a new ``bytes`` object is returned.
+    Byte ``i`` of the masked part is ``data[i] ^ key[i % 4]``.  ``data`` is any byte
+    buffer (a memoryview must be a view of bytes).  Returns new ``bytes``: ``prefix``
+    (a frame header, say) followed by the masked data, built in one allocation so a
+    large frame is not copied again to put its header in front.
     """
     if len(key) != 4:
         raise _bad_key(key)
     if len(data) <= MASK_CHUNK:
-        return _mask_whole(data, key)
-    return _mask_chunked(data, key)
+        masked = _mask_whole(data, key)
+        return prefix + masked if prefix else masked
+    return _mask_chunked(data, key, prefix)
 
 
 class _Masker(Protocol):
@@ -95,7 +98,13 @@ class _Masker(Protocol):
     def process(self, data: Buffer, /) -> bytes: ...
 
 
-def _load_wsaccel() -> Callable[[Buffer, bytes], bytes] | None:
+class MaskFunction(Protocol):
+    """The signature of :data:`apply_mask` and its implementations."""
+
+    def __call__(self, data: Buffer, key: bytes, prefix: bytes = b"", /) -> bytes: ...
+
+
+def _load_wsaccel() -> MaskFunction | None:
     """``apply_mask`` built on wsaccel's C loop, or ``None`` when wsaccel is missing."""
     try:
         module = importlib.import_module("wsaccel.xormask")
@@ -103,13 +112,14 @@ def _load_wsaccel() -> Callable[[Buffer, bytes], bytes] | None:
         return None
     masker: Callable[[bytes], _Masker] = module.XorMaskerSimple
 
-    def apply_mask_wsaccel(data: Buffer, key: bytes) -> bytes:
+    def apply_mask_wsaccel(data: Buffer, key: bytes, prefix: bytes = b"", /) -> bytes:
         try:
-            return masker(key).process(data)  # it checks the key length itself
+            masked = masker(key).process(data)  # it checks the key length itself
         except ValueError:
             if len(key) != 4:
                 raise _bad_key(key) from None
             raise
+        return prefix + masked if prefix else masked
 
     return apply_mask_wsaccel
 
@@ -119,10 +129,10 @@ _apply_mask_wsaccel: Final = _load_wsaccel()
 #: True when the optional ``wsaccel`` package is importable and used for masking.
 HAVE_WSACCEL: Final = _apply_mask_wsaccel is not None
 
-#: ``apply_mask(data, key) -> bytes``: mask or unmask ``data`` with the 4-byte ``key``
-#: (RFC 6455 §5.3), returning new ``bytes``.  wsaccel when installed, else
+#: ``apply_mask(data, key, prefix=b"") -> bytes``: ``prefix`` then ``data`` masked with
+#: the 4-byte ``key`` (RFC 6455 §5.3), as new ``bytes``.  wsaccel when installed, else
 #: :func:`apply_mask_stdlib`.  Bound once at import so each call is a single dispatch.
-apply_mask: Final[Callable[[Buffer, bytes], bytes]] = _apply_mask_wsaccel or apply_mask_stdlib
+apply_mask: Final[MaskFunction] = _apply_mask_wsaccel or apply_mask_stdlib
 
 
 class Utf8Decoder:

@@ -113,7 +113,7 @@ def encode_frame(
     if not mask:
         return header + payload
     key = os.urandom(4)
-    return b"".join((header, key, apply_mask(payload, key)))
+    return apply_mask(payload, key, header + key)
 
 
 def encode_close_payload(code: int | None, reason: str = "") -> bytes:
