@@ -55,8 +55,12 @@ class _Fleet:
                     **options,
                 )
             )
-        if not self._open.wait(OPEN_TIMEOUT):
-            raise RuntimeError(f"only {self.opened}/{len(urls)} connections opened: {self.errors}")
+        deadline = started + OPEN_TIMEOUT
+        while not self._open.wait(0.05):
+            if self.errors or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"only {self.opened}/{len(urls)} connections opened: {self.errors[:3]}"
+                )
         return time.monotonic() - started
 
     def _on_open(self, conn: wspool.Connection) -> None:
