@@ -28,6 +28,11 @@ OPEN_TIMEOUT = 60.0
 BIG = 64 * 1024 * 1024
 
 
+def _pool_options(params: Params) -> dict[str, Any]:
+    """Pool defaults unless the run asks otherwise (``{"workers": 2}`` for experiments)."""
+    return {"workers": params["workers"]} if "workers" in params else {}
+
+
 class _Fleet:
     """Connections opened through one Pool, with open/close bookkeeping."""
 
@@ -87,7 +92,7 @@ def fanin(params: Params) -> Result:
 
     compression = "deflate" if params.get("deflate") else None
     counters = [[0] for _ in urls]
-    with wspool.Pool() as pool:
+    with wspool.Pool(**_pool_options(params)) as pool:
         fleet = _Fleet(pool)
         fleet.open_all(urls, counters, on_message=on_message, compression=compression)
         started = time.monotonic()
@@ -121,7 +126,7 @@ def latency(params: Params) -> Result:
             done.hit()
 
     counters = [[0] for _ in urls]
-    with wspool.Pool() as pool:
+    with wspool.Pool(**_pool_options(params)) as pool:
         fleet = _Fleet(pool)
         fleet.open_all(urls, counters, on_message=on_message)
         for conn in fleet.connections:
@@ -137,7 +142,7 @@ def latency(params: Params) -> Result:
 
 def idle(params: Params) -> Result:
     urls = [f"{params['base']}/idle"] * params["connections"]
-    with wspool.Pool() as pool:
+    with wspool.Pool(**_pool_options(params)) as pool:
         # Start the dispatcher before the baseline so only per-connection memory counts.
         pool.dispatcher.call_soon(lambda: None)
         time.sleep(0.05)
@@ -165,7 +170,7 @@ def _one_by_one(url: str, params: Params) -> Result:
         arrived.release()
 
     times = []
-    with wspool.Pool() as pool:
+    with wspool.Pool(**_pool_options(params)) as pool:
         fleet = _Fleet(pool)
         fleet.open_all([url], on_message=on_message, compression=None)
         conn = fleet.connections[0]
@@ -204,7 +209,7 @@ def send_large(params: Params) -> Result:
         replies.append(message)
         arrived.hit()
 
-    with wspool.Pool() as pool:
+    with wspool.Pool(**_pool_options(params)) as pool:
         fleet = _Fleet(pool)
         fleet.open_all([f"{params['base']}/sink"], on_message=on_message, compression=None)
         conn = fleet.connections[0]
@@ -226,7 +231,7 @@ def sending(params: Params) -> Result:
         arrived.hit()
 
     per_thread = params["per_thread"]
-    with wspool.Pool() as pool:
+    with wspool.Pool(**_pool_options(params)) as pool:
         fleet = _Fleet(pool)
         fleet.open_all(urls, on_message=on_message, compression=None)
         conns = fleet.connections

@@ -42,6 +42,7 @@ from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
 )
+from wspool.pool.workers import WorkerThreads
 
 __all__ = ["DEFAULT_BATCH_LIMIT", "DeliveryQueue"]
 
@@ -97,6 +98,8 @@ class DeliveryQueue:
         if batch_limit < 1:
             raise WebSocketConfigurationException(f"batch_limit must be >= 1, got {batch_limit}")
         self._executor = executor
+        # The pool's own workers take a bare callable (no Future per hand-off).
+        self._run_soon = executor.run_soon if isinstance(executor, WorkerThreads) else None
         self._deliver = deliver
         self._high = high_water
         self._low = low_water
@@ -253,6 +256,13 @@ class DeliveryQueue:
     # -- consumer side (one worker at a time) -------------------------------------------
 
     def _submit_locked(self) -> None:
+        run_soon = self._run_soon
+        if run_soon is not None:
+            try:
+                run_soon(self._drain)
+            except RuntimeError as exc:  # shut down
+                self._stall_locked(exc)
+            return
         try:
             future = self._executor.submit(self._drain)
         except RuntimeError as exc:  # "cannot schedule new futures after shutdown"

@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +17,7 @@ from wspool.pool.backoff import coerce_reconnect
 from wspool.pool.connection import Callbacks, Connection, ConnectionStatus
 from wspool.pool.dispatcher import Dispatcher
 from wspool.pool.options import build_options
+from wspool.pool.workers import WorkerThreads
 
 __all__ = ["Pool"]
 
@@ -44,7 +45,7 @@ class Pool:
         if executor is None:
             if not isinstance(workers, int) or workers < 1:
                 raise WebSocketConfigurationException(f"workers must be >= 1, not {workers!r}")
-            executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-worker")
+            executor = WorkerThreads(workers, thread_name_prefix=f"{name}-worker")
             self._owns_executor = True
         else:
             self._owns_executor = False

@@ -1,0 +1,158 @@
+"""The Pool's own worker threads: an Executor whose hot path creates no Future.
+
+Every message that reaches a callback first crosses from the dispatcher to a worker.
+``ThreadPoolExecutor.submit`` spends a Future, a work item, a lock and a semaphore probe
+on each crossing, and the worker then completes the Future under its condition; at
+one message per crossing (low-rate feeds, the latency case) that bookkeeping is most of
+the hand-off.  :meth:`WorkerThreads.run_soon` puts a bare callable on a C
+``SimpleQueue`` instead: one call on the dispatcher, one wake-up of a worker.
+
+:meth:`submit` still returns a Future, so the class is a drop-in ``Executor`` (name
+resolution uses it, and so may users through ``Pool.executor``).
+
+Threads start on demand, one per task until ``max_workers`` exist, and are not daemons:
+:meth:`shutdown` queues one stop marker per thread behind the queued tasks, so every
+task queued before it still runs (the pool's exit hook shuts down before the
+interpreter joins threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
+
+__all__ = ["WorkerThreads"]
+
+logger = logging.getLogger("wspool")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class WorkerThreads(Executor):
+    """Up to ``max_workers`` threads running callables in FIFO order."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "wspool-worker") -> None:
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        # _lock guards _threads and _shutdown; run_soon reads both without it: a thread
+        # count read stale by one only delays starting a thread to the next task, and
+        # a task racing shutdown() is either queued before the stop markers (it runs)
+        # or sees _shutdown (it raises).
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    @property
+    def threads(self) -> int:
+        """Threads started so far."""
+        return len(self._threads)
+
+    def run_soon(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn()`` for a worker; no result, no Future.
+
+        ``fn`` must handle its own exceptions (one that escapes is logged).  Raises
+        ``RuntimeError`` after :meth:`shutdown`, as ``Executor.submit`` does.
+        """
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._queue.put(fn)
+        if len(self._threads) < self._max_workers:
+            self._start_thread()
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        task = _FutureTask(fn, args, kwargs)
+        self.run_soon(task)
+        return task.future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the threads once the tasks queued so far have run.
+
+        ``cancel_futures=True`` cancels the queued :meth:`submit` tasks; ``run_soon``
+        tasks still run (the pool's carry messages, which are never dropped).
+        """
+        with self._lock:
+            already = self._shutdown
+            self._shutdown = True
+            threads = list(self._threads)
+        if cancel_futures:
+            self._drop_queued()
+        if not already:
+            for _ in threads:
+                self._queue.put(None)
+        if wait:
+            current = threading.current_thread()
+            for thread in threads:
+                if thread is not current:
+                    thread.join()
+
+    def _drop_queued(self) -> None:
+        kept: list[Callable[[], object] | None] = []
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(task, _FutureTask):
+                task.future.cancel()
+            else:
+                kept.append(task)
+        for task in kept:
+            self._queue.put(task)
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._shutdown or len(self._threads) >= self._max_workers:
+                return
+            thread = threading.Thread(
+                target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=False
+            )
+            self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while True:
+            task = get()
+            if task is None:
+                return
+            try:
+                task()
+            except BaseException:
+                logger.exception("a task on the pool's worker threads raised")
+            del task  # drop the reference before blocking on the next get
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown else "running"
+        return f"<WorkerThreads {state} threads={len(self._threads)}/{self._max_workers}>"
+
+
+class _FutureTask:
+    """A :meth:`WorkerThreads.submit` call: runs ``fn`` and completes its Future."""
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future: Future[Any] = Future()
+
+    def __call__(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(result)
