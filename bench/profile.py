@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.run import ROOT, SCENARIOS, FeedServer
 
 
-def summarize(raw: Path, top: int) -> str:
+def summarize(raw: Path, top: int, thread: str = "") -> str:
     """Self and inclusive sample shares from py-spy's collapsed-stack output."""
     self_counts: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
@@ -32,6 +32,8 @@ def summarize(raw: Path, top: int) -> str:
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
         frames = stack.split(";")
+        if thread not in frames[0]:
+            continue
         total += count
         threads[frames[0]] += count
         names = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f for f in frames]
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--rate", type=int, default=500, help="samples per second")
     parser.add_argument("--native", action="store_true", help="include C frames")
+    parser.add_argument("--thread", default="", help="only threads whose name contains this")
     args = parser.parse_args(argv)
     if shutil.which("py-spy") is None:
         parser.error("py-spy is not installed: pip install -e '.[bench]'")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if not raw.exists():
             print(done.stderr, file=sys.stderr)
             return 1
-        print(summarize(raw, args.top))
+        print(summarize(raw, args.top, args.thread))
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +131,6 @@ class Connection:
         # on_close pairs with on_open: each opened session's loss is reported once; a
         # connection that ends without a report since its last open gets one on_close.
         self._loss_reported = False
-        self._rng = random.Random()
         self._redirect_error: BaseException | None = None
         self._current = "callback"  # the callback running now (one at a time)
         self._queue = DeliveryQueue(
@@ -368,7 +366,7 @@ class Connection:
             self._attempt = 0
         if policy.max_attempts is not None and self._attempt >= policy.max_attempts:
             return None
-        delay = policy.delay(self._attempt, self._rng)
+        delay = policy.delay(self._attempt)
         self._attempt += 1
         return delay
 

@@ -61,6 +61,41 @@ class DeliveryQueue:
     delivered: it is always the last call the queue makes.
     """
 
+    # Slots: one instance per connection, so no per-instance dict (memory per idle
+    # connection is a benchmark target).
+    __slots__ = (
+        "_batch",
+        "_batch_limit",
+        "_batch_sizes",
+        "_closed",
+        "_deliver",
+        "_executor",
+        "_finished",
+        "_high",
+        "_high_bytes",
+        "_idle",
+        "_in_bytes",
+        "_in_items",
+        "_lock",
+        "_low",
+        "_low_bytes",
+        "_on_close",
+        "_on_error",
+        "_on_pause",
+        "_on_resume",
+        "_out_bytes",
+        "_out_items",
+        "_paused",
+        "_pending",
+        "_pending_sizes",
+        "_pos",
+        "_run_soon",
+        "_scheduled",
+        "_stalled",
+        "_track_bytes",
+        "_waiters",
+    )
+
     def __init__(
         self,
         executor: Executor,
@@ -116,7 +151,9 @@ class DeliveryQueue:
         # _finished; it is held to append, swap or flip a flag, never while delivering.
         # Reentrant so that on_pause/on_resume (called under it) may read the queue.
         self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
+        # Made by the first join(): most queues are never joined, and a Condition
+        # (its waiter deque above all) is ~0.8 KiB per connection.
+        self._idle: threading.Condition | None = None
         self._pending: list[Any] = []
         self._pending_sizes: list[int] = []  # parallel to _pending when bytes are tracked
         self._scheduled = False
@@ -226,7 +263,7 @@ class DeliveryQueue:
                 return  # the running drain finds _closed when it empties the queue
             if self._on_close is None:
                 self._finished = True
-                self._idle.notify_all()
+                self._notify_locked()
             elif self._stalled is None:
                 self._scheduled = True
                 self._submit_locked()
@@ -248,10 +285,16 @@ class DeliveryQueue:
 
             self._waiters += 1
             try:
+                if self._idle is None:
+                    self._idle = threading.Condition(self._lock)
                 self._idle.wait_for(done, timeout)
             finally:
                 self._waiters -= 1
             return self._stalled is None and done()
+
+    def _notify_locked(self) -> None:
+        if self._idle is not None:
+            self._idle.notify_all()
 
     # -- consumer side (one worker at a time) -------------------------------------------
 
@@ -286,7 +329,7 @@ class DeliveryQueue:
                 exc,
                 self._in_items - self._out_items,
             )
-        self._idle.notify_all()
+        self._notify_locked()
 
     def _drain(self) -> None:
         """Deliver up to ``batch_limit`` items in order, then re-submit or finish."""
@@ -308,7 +351,7 @@ class DeliveryQueue:
                         if not self._closed or self._finished:
                             self._scheduled = False
                             if self._waiters:
-                                self._idle.notify_all()
+                                self._notify_locked()
                             return
                     else:
                         # swap: the drain owns the batch, put appends to a fresh list
@@ -323,7 +366,7 @@ class DeliveryQueue:
                 self._batch, self._batch_sizes, self._pos = batch, sizes, pos
                 with self._lock:
                     if self._waiters:
-                        self._idle.notify_all()
+                        self._notify_locked()
                     self._submit_locked()  # stays scheduled: this task hands over
                 return
             budget -= 1
@@ -360,7 +403,7 @@ class DeliveryQueue:
         with self._lock:
             self._finished = True
             self._scheduled = False
-            self._idle.notify_all()
+            self._notify_locked()
 
     def _report(self, exc: BaseException, item: Any) -> None:
         try:

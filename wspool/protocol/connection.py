@@ -77,6 +77,34 @@ class ClientProtocol:
     out one by one as :class:`Fragment` events instead of assembled messages.
     """
 
+    # Slots: one instance per connection, so no per-instance dict (memory per idle
+    # connection is a benchmark target).
+    __slots__ = (
+        "_buffer",
+        "_failed",
+        "_frame_events",
+        "_frame_fin",
+        "_frame_opcode",
+        "_frame_remaining",
+        "_outgoing",
+        "_rx_chunks",
+        "_rx_compressed",
+        "_rx_decoder",
+        "_rx_opcode",
+        "_rx_size",
+        "_rx_texts",
+        "_tx_compressed",
+        "_tx_opcode",
+        "auto_pong",
+        "close_code",
+        "close_reason",
+        "defer_failure",
+        "deflate",
+        "max_size",
+        "skip_utf8_validation",
+        "state",
+    )
+
     def __init__(
         self,
         *,
