@@ -186,6 +186,7 @@ class FeedServer:
         self.sel.register(self.listener, selectors.EVENT_READ, None)
         self.sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
         self.cache = Cache()
+        self.scratch = bytearray(1 << 20)
         # (due time, tie-breaker, connection): a heap, earliest first.
         self.paced: list[tuple[float, int, Conn]] = []
         self.paced_seq = 0
@@ -287,7 +288,17 @@ class FeedServer:
     # -- reading -------------------------------------------------------------------
     def read(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(1 << 18)
+            if conn.skip:
+                # Discarded payload: read into one reusable buffer, no allocation.
+                n = conn.sock.recv_into(self.scratch, min(conn.skip, len(self.scratch)))
+                if n:
+                    conn.skip -= n
+                    if not conn.skip:
+                        self.frame_done(conn, *conn.pending, b"")
+                    return
+                data = b""
+            else:
+                data = conn.sock.recv(1 << 18)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -295,14 +306,6 @@ class FeedServer:
         if not data:
             self.drop(conn)
             return
-        if conn.skip:
-            if len(data) < conn.skip:
-                conn.skip -= len(data)
-                return
-            data = data[conn.skip :]
-            conn.skip = 0
-            if not self.frame_done(conn, *conn.pending, b""):
-                return
         conn.inbuf += data
         if not conn.upgraded:
             self.handshake(conn)

@@ -6,8 +6,10 @@ Server frames are built with the test server's own unvalidated encoder
 
 from __future__ import annotations
 
+import os
 import random
 import struct
+import threading
 import zlib
 
 import pytest
@@ -447,6 +449,50 @@ def test_sent_frames_are_masked_with_fresh_keys_5_3() -> None:
     proto = ClientProtocol()
     keys = {parse_client_frames(proto.send_message("hello"))[0][3] for _ in range(50)}
     assert len(keys) > 45  # 32 random bits each: collisions are vanishingly rare
+
+
+def test_mask_keys_are_never_handed_out_twice_across_threads_5_3() -> None:
+    # Keys come from os.urandom in blocks; concurrent senders must each get their own.
+    from wspool.protocol.frames import mask_key
+
+    got: list[list[bytes]] = [[] for _ in range(8)]
+
+    def take(out: list[bytes]) -> None:
+        for _ in range(3000):  # several refills of the 1024-key block
+            out.append(mask_key())
+
+    threads = [threading.Thread(target=take, args=(out,)) for out in got]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    keys = [key for out in got for key in out]
+    assert all(len(key) == 4 for key in keys)
+    # 24,000 draws of 32 random bits: a repeat by chance has probability ~7 %, so
+    # allow a couple; handing out the same pooled key twice would repeat thousands.
+    assert len(keys) - len(set(keys)) <= 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_reuse_the_parents_pooled_mask_keys_5_3() -> None:
+    from wspool.protocol.frames import mask_key
+
+    mask_key()  # the pool now holds keys the parent will use next
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next keys, exit without pytest's cleanup
+        os.close(read_end)
+        os.write(write_end, b"".join(mask_key() for _ in range(100)))
+        os._exit(0)
+    os.close(write_end)
+    child = b""
+    while chunk := os.read(read_end, 4096):
+        child += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent = b"".join(mask_key() for _ in range(100))
+    assert len(child) == 400
+    assert child != parent
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import deque
 from enum import IntEnum
 from typing import Final
 
@@ -88,6 +89,27 @@ _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 
 
+# Masking keys (RFC 6455 §5.3: "derived from a strong source of entropy") come from
+# os.urandom, fetched 1024 keys at a time: one getrandom() call per frame was a syscall
+# that also released the GIL, so with many sender threads every small frame paid a GIL
+# hand-off.  deque.pop() and .extend() are atomic, so two threads never get the same
+# key; a refill race only fetches extra keys.  A forked child starts with none of the
+# parent's keys.
+_KEYS_PER_FETCH: Final = 1024
+_key_pool: deque[bytes] = deque()
+os.register_at_fork(after_in_child=_key_pool.clear)
+
+
+def mask_key() -> bytes:
+    """A fresh, never reused 4-byte masking key from the OS CSPRNG."""
+    try:
+        return _key_pool.pop()
+    except IndexError:
+        block = os.urandom(4 * _KEYS_PER_FETCH)
+        _key_pool.extend([block[i : i + 4] for i in range(0, len(block), 4)])
+        return _key_pool.pop()
+
+
 def encode_frame(
     opcode: int,
     payload: bytes | bytearray | memoryview,
@@ -98,7 +120,7 @@ def encode_frame(
 ) -> bytes:
     """Serialize one frame (RFC 6455 §5.2) with the shortest length encoding.
 
-    Client frames are masked with a fresh random key from ``os.urandom`` (§5.3); the
+    Client frames are masked with a fresh random key from :func:`mask_key` (§5.3); the
     caller validates opcode/payload combinations (see ``ClientProtocol``).
     """
     b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
@@ -112,7 +134,7 @@ def encode_frame(
         header = _pack_long(b0, mask_bit | 127, length)
     if not mask:
         return header + payload
-    key = os.urandom(4)
+    key = mask_key()
     return apply_mask(payload, key, header + key)
 
 
