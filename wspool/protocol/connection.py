@@ -285,16 +285,20 @@ class ClientProtocol:
                 )
             if (
                 stop <= end
+                and b0 & 0x80
                 and opcode != _CONT
-                and b0 & 0xC0 == 0x80
                 and not self._frame_events
                 and self._rx_opcode is None
             ):
-                # Fast path: a whole uncompressed message in one frame, all here.
+                # Fast path: a whole message in one frame, all here (RSV1 was checked
+                # above: set only with permessage-deflate on).
                 payload = (
                     whole[start:stop] if whole is not None else bytes(memoryview(buf)[start:stop])
                 )
                 pos = stop
+                if b0 & 0x40:
+                    assert self.deflate is not None
+                    payload = self.deflate.decompress(payload, True, max_size)
                 if opcode == _TEXT:
                     events.append(Message(_TEXT, self._decode_text(payload)))
                 else:
