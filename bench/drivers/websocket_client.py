@@ -1,0 +1,67 @@
+"""websocket-client (``import websocket``): one ``WebSocketApp.run_forever()`` thread per
+connection, its ``on_message`` callback counting, which is how its users hold several
+connections.  Default options (UTF-8 validation included: without wsaccel it is the
+library's pure-Python validator); it has no message-size limit to raise.  It has no
+permessage-deflate, so fan-in with deflate is unsupported.  ``sending`` uses real
+threads (``WebSocketApp.send`` takes the socket's lock).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import websocket
+
+from bench.drivers import _threaded
+from bench.drivers._common import Params, Result, Unsupported
+
+
+class _Fleet(_threaded.Fleet):
+    def serve(self, index: int, url: str, handler: _threaded.Handler) -> None:
+        app = websocket.WebSocketApp(
+            url,
+            on_open=lambda app: self.connected(index, app),
+            on_message=handler,
+            on_error=lambda app, error: self.error(error),
+        )
+        # No reconnect (the default): a dropped connection ends the thread.
+        app.run_forever()
+
+    def send(self, index: int, data: str | bytes) -> None:
+        if isinstance(data, str):
+            self.conns[index].send(data)
+        else:
+            self.conns[index].send_bytes(data)
+
+    def close_one(self, conn: Any) -> None:
+        conn.close(timeout=_threaded.CLOSE_TIMEOUT)
+
+
+def fanin(params: Params) -> Result:
+    if params.get("deflate"):
+        raise Unsupported("websocket-client has no permessage-deflate")
+    return _threaded.fanin(_Fleet, params)
+
+
+def latency(params: Params) -> Result:
+    return _threaded.latency(_Fleet, params)
+
+
+def idle(params: Params) -> Result:
+    return _threaded.idle(_Fleet, params)
+
+
+def recv_large(params: Params) -> Result:
+    return _threaded.recv_large(_Fleet, params)
+
+
+def fragments(params: Params) -> Result:
+    return _threaded.fragments(_Fleet, params)
+
+
+def send_large(params: Params) -> Result:
+    return _threaded.send_large(_Fleet, params)
+
+
+def sending(params: Params) -> Result:
+    return _threaded.sending(_Fleet, params)

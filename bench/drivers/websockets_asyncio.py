@@ -1,0 +1,70 @@
+"""websockets' asyncio client (``websockets.asyncio.client``): a task per connection,
+``async for message in ws`` calling a plain Python callback per message.
+
+Library defaults otherwise (keepalive pings included); ``compression=None`` unless the
+scenario asks for deflate, and ``max_size=None`` (the 1 MiB default would refuse the
+large messages).  For the same reason the cap on fragments per message (4096 by
+default, set only through the ``WEBSOCKETS_MAX_FRAGMENTS`` environment variable, read at
+import) is raised so the fragments scenario's 65,536 fragments fit.  ``sending`` runs
+``threads`` asyncio tasks instead of threads, all on the one event loop.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bench.drivers import _async
+from bench.drivers._common import Params, Result
+
+os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))
+
+# Imported after the fragment cap is set.
+from websockets.asyncio.client import connect
+
+
+class _Fleet(_async.Fleet):
+    async def serve(self, index: int, url: str, handler: _async.Handler) -> None:
+        ws = await connect(
+            url,
+            compression="deflate" if self.deflate else None,
+            max_size=None,
+            close_timeout=_async.CLOSE_TIMEOUT,
+        )
+        self.connected(index, ws)
+        async for message in ws:  # ends quietly on a normal close, raises otherwise
+            handler(ws, message)
+
+    async def send(self, index: int, data: str | bytes) -> None:
+        await self.conns[index].send(data)
+
+    async def close_one(self, conn: Any) -> None:
+        await conn.close()
+
+
+def fanin(params: Params) -> Result:
+    return _async.fanin(_Fleet, params)
+
+
+def latency(params: Params) -> Result:
+    return _async.latency(_Fleet, params)
+
+
+def idle(params: Params) -> Result:
+    return _async.idle(_Fleet, params)
+
+
+def recv_large(params: Params) -> Result:
+    return _async.recv_large(_Fleet, params)
+
+
+def fragments(params: Params) -> Result:
+    return _async.fragments(_Fleet, params)
+
+
+def send_large(params: Params) -> Result:
+    return _async.send_large(_Fleet, params)
+
+
+def sending(params: Params) -> Result:
+    return _async.sending(_Fleet, params)

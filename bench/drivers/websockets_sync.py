@@ -1,0 +1,71 @@
+"""websockets' threading client (``websockets.sync.client``): a thread per connection,
+each iterating over its connection and calling a Python callback per message.
+
+Library defaults otherwise, so each connection also has the library's own reader thread
+and its keepalive (ping) thread; ``compression=None`` unless the scenario asks for
+deflate, and ``max_size=None`` (the 1 MiB default would refuse the large messages).
+For the same reason the cap on fragments per message (4096 by default, set only
+through the ``WEBSOCKETS_MAX_FRAGMENTS`` environment variable, read at import) is raised
+so the fragments scenario's 65,536 fragments fit.
+``sending`` uses real threads (``send`` is thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bench.drivers import _threaded
+from bench.drivers._common import Params, Result
+
+os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))
+
+# Imported after the fragment cap is set.
+from websockets.sync.client import connect
+
+
+class _Fleet(_threaded.Fleet):
+    def serve(self, index: int, url: str, handler: _threaded.Handler) -> None:
+        ws = connect(
+            url,
+            compression="deflate" if self.deflate else None,
+            max_size=None,
+            close_timeout=_threaded.CLOSE_TIMEOUT,
+        )
+        self.connected(index, ws)
+        for message in ws:  # ends quietly on a normal close, raises otherwise
+            handler(ws, message)
+
+    def send(self, index: int, data: str | bytes) -> None:
+        self.conns[index].send(data)
+
+    def close_one(self, conn: Any) -> None:
+        conn.close()
+
+
+def fanin(params: Params) -> Result:
+    return _threaded.fanin(_Fleet, params)
+
+
+def latency(params: Params) -> Result:
+    return _threaded.latency(_Fleet, params)
+
+
+def idle(params: Params) -> Result:
+    return _threaded.idle(_Fleet, params)
+
+
+def recv_large(params: Params) -> Result:
+    return _threaded.recv_large(_Fleet, params)
+
+
+def fragments(params: Params) -> Result:
+    return _threaded.fragments(_Fleet, params)
+
+
+def send_large(params: Params) -> Result:
+    return _threaded.send_large(_Fleet, params)
+
+
+def sending(params: Params) -> Result:
+    return _threaded.sending(_Fleet, params)

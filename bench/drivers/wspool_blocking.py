@@ -1,0 +1,59 @@
+"""wspool's blocking client (``wspool.connect``): a thread per connection, each running
+a ``recv`` loop that calls a Python callback per message (the websocket-client pattern
+without WebSocketApp).  Compression is off unless the scenario asks for deflate, and
+``max_size`` is raised above the 16 MiB default so the largest messages fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import wspool
+from bench.drivers import _threaded
+from bench.drivers._common import Params, Result
+
+
+class _Fleet(_threaded.Fleet):
+    def serve(self, index: int, url: str, handler: _threaded.Handler) -> None:
+        ws = wspool.connect(
+            url,
+            compression="deflate" if self.deflate else None,
+            max_size=_threaded.BIG,
+            close_timeout=_threaded.CLOSE_TIMEOUT,
+        )
+        self.connected(index, ws)
+        for message in ws:  # ends at the server's close frame
+            handler(ws, message)
+
+    def send(self, index: int, data: str | bytes) -> None:
+        self.conns[index].send(data)
+
+    def close_one(self, conn: Any) -> None:
+        conn.close()
+
+
+def fanin(params: Params) -> Result:
+    return _threaded.fanin(_Fleet, params)
+
+
+def latency(params: Params) -> Result:
+    return _threaded.latency(_Fleet, params)
+
+
+def idle(params: Params) -> Result:
+    return _threaded.idle(_Fleet, params)
+
+
+def recv_large(params: Params) -> Result:
+    return _threaded.recv_large(_Fleet, params)
+
+
+def fragments(params: Params) -> Result:
+    return _threaded.fragments(_Fleet, params)
+
+
+def send_large(params: Params) -> Result:
+    return _threaded.send_large(_Fleet, params)
+
+
+def sending(params: Params) -> Result:
+    return _threaded.sending(_Fleet, params)
