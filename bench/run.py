@@ -244,8 +244,12 @@ def run_driver(library: str, kind: str, params: dict[str, Any], timeout: float) 
         done = subprocess.run(
             command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
         )
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not finish within {timeout:.0f} s"}
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            return {"error": f"did not finish within {timeout:.0f} s"}
+        return json.loads(line[7:])  # type: ignore[no-any-return]
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[7:])  # type: ignore[no-any-return]
@@ -311,6 +315,9 @@ def run_one(scenario: Scenario, library: str, quick: bool, timeout: float | None
     if problem:
         row["status"] = "refused"
         row["reason"] = f"counts don't add up: {problem}"
+        if result.get("finished") is False and result.get("seconds"):
+            rate = result.get("messages", 0) / result["seconds"]
+            row["reason"] += f" (deadline hit; {rate:,.0f} msg/s until then)"
         return row
     row["status"] = "ok"
     row["metrics"] = {m.title: m.value(result, params) for m in scenario.metrics}
@@ -328,7 +335,7 @@ def machine_details() -> dict[str, Any]:
             )
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("wspool", "websocket-client", "websockets", "picows", "wsaccel"):
         try:
             versions[package] = importlib.metadata.version(package)

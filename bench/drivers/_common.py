@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import resource
 import sys
 import threading
@@ -201,4 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     result["wall_seconds"] = round(time.monotonic() - started, 3)
     print("RESULT " + json.dumps(result), flush=True)
-    return 0
+    # A library's leftover non-daemon threads (a reader stuck in select, say) must not
+    # keep the driver alive after its result is out.
+    sys.stderr.flush()
+    os._exit(0)

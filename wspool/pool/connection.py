@@ -118,7 +118,8 @@ class Connection:
         self.pool = pool
         self.options = options
         self.callbacks = callbacks
-        self.label = label
+        # Any, not object: the user's own value, used without casts in callbacks.
+        self.label: Any = label
         self.reconnect_policy = reconnect
         self.stats = ConnectionStats()
         self._status = ConnectionStatus.CONNECTING
@@ -132,7 +133,7 @@ class Connection:
         # connection that ends without a report since its last open gets one on_close.
         self._loss_reported = False
         self._redirect_error: BaseException | None = None
-        self._current = "callback"  # the callback running now (one at a time)
+        self._current: str | None = None  # see _deliver
         self._queue = DeliveryQueue(
             pool.executor,
             self._deliver,
@@ -407,33 +408,34 @@ class Connection:
     # ----------------------------------------------------- delivery (a worker)
 
     def _deliver(self, item: Any) -> None:
+        # Hot path first: one message, one on_message call.  ``_current`` names the
+        # running callback only where the item's type does not (on_data beside
+        # on_message, on_reconnect beside on_open); _callback_failed clears it.
         callbacks = self.callbacks
         kind = type(item)
         if kind is Message:
             if callbacks.on_data is not None:
                 self._current = "on_data"
                 callbacks.on_data(self, item.data, item.opcode, True)
-            if callbacks.on_message is not None:
-                self._current = "on_message"
-                callbacks.on_message(self, item.data)
+                self._current = None
+            on_message = callbacks.on_message
+            if on_message is not None:
+                on_message(self, item.data)
         elif kind is Ping:
             if callbacks.on_ping is not None:
-                self._current = "on_ping"
                 callbacks.on_ping(self, item.data)
         elif kind is Pong:
             if callbacks.on_pong is not None:
-                self._current = "on_pong"
                 callbacks.on_pong(self, item.data)
         elif kind is _Opened:
             if item.reconnected and callbacks.on_reconnect is not None:
                 self._current = "on_reconnect"
                 callbacks.on_reconnect(self)
+                self._current = None
             if callbacks.on_open is not None:
-                self._current = "on_open"
                 callbacks.on_open(self)
         elif kind is _Closed:
             if callbacks.on_close is not None:
-                self._current = "on_close"
                 callbacks.on_close(self, item.code, item.reason)
         elif kind is _Failed:
             self._report_error(item.error)
@@ -453,8 +455,21 @@ class Connection:
 
     def _callback_failed(self, exc: BaseException, item: Any) -> None:
         """A callback raised: wrap it with where it happened (DESIGN.md invariant 7)."""
-        event = None if type(item) in (_Opened, _Closed) else item
+        kind = type(item)
+        event = None if kind in (_Opened, _Closed) else item
+        callback = self._current or _CALLBACK_OF_EVENT.get(kind, "callback")
+        self._current = None
         error = CallbackError(
-            url=self.url, label=self.label, callback=self._current, event=event, original=exc
+            url=self.url, label=self.label, callback=callback, event=event, original=exc
         )
         self._report_error(error)
+
+
+#: The callback an event goes to, for error reports (see Connection._deliver).
+_CALLBACK_OF_EVENT: dict[type, str] = {
+    Message: "on_message",
+    Ping: "on_ping",
+    Pong: "on_pong",
+    _Opened: "on_open",
+    _Closed: "on_close",
+}

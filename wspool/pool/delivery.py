@@ -369,6 +369,21 @@ class DeliveryQueue:
                         self._notify_locked()
                     self._submit_locked()  # stays scheduled: this task hands over
                 return
+            if not track_bytes and not self._paused:
+                # Fast path (no byte marks, not paused): a run of items in a plain loop,
+                # the counter bumped once per run.  qsize may read up to one run high
+                # meanwhile; a pause set by the dispatcher during the run is handled
+                # by the per-item path from the next run on.
+                stop = min(len(batch), pos + budget)
+                for item in batch[pos:stop]:
+                    try:
+                        deliver(item)
+                    except BaseException as exc:
+                        self._report(exc, item)
+                budget -= stop - pos
+                self._out_items += stop - pos
+                pos = stop
+                continue
             budget -= 1
             item = batch[pos]
             try:
