@@ -15,6 +15,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -429,3 +430,41 @@ def test_interpreter_exit_stops_a_live_dispatcher(tmp_path: Path) -> None:
     assert "queued work ran" in proc.stdout
     assert "never" not in proc.stdout
     assert proc.stderr == ""
+
+
+def test_read_buffer_is_one_reusable_buffer_that_grows_on_demand() -> None:
+    dispatcher = Dispatcher()
+    small = dispatcher.read_buffer(1024)
+    assert len(small) >= 1024
+    assert dispatcher.read_buffer(512) is small  # reused, never shrunk
+    big = dispatcher.read_buffer(4096)
+    assert len(big) >= 4096 and big is not small
+    assert dispatcher.read_buffer(4096) is big
+
+
+def test_sessions_sharing_the_read_buffer_keep_their_own_bytes(ws_server: Any) -> None:
+    """Every read lands in the dispatcher's one buffer: what a session keeps must be a
+    copy, or a later read on another socket would rewrite its messages."""
+    import wspool
+
+    server = ws_server()
+    got: dict[int, list[str]] = {i: [] for i in range(20)}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def on_message(conn: wspool.Connection, message: str) -> None:
+        with lock:
+            got[conn.label].append(message)
+            if all(len(v) == 30 for v in got.values()):
+                done.set()
+
+    def on_open(conn: wspool.Connection) -> None:
+        for n in range(30):
+            conn.send(f"{conn.label}:{n}:" + "x" * (n * 97))
+
+    with wspool.Pool(workers=2) as pool:
+        for i in range(20):
+            pool.connect(server.url, label=i, on_open=on_open, on_message=on_message)
+        assert done.wait(20)
+    for i, messages in got.items():
+        assert messages == [f"{i}:{n}:" + "x" * (n * 97) for n in range(30)]

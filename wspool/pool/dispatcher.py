@@ -173,6 +173,7 @@ class Dispatcher:
         # drain" rule: call_soon appends under it, the loop closes the queue under it
         self._lock = threading.Lock()
         self._commands: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._read_buffer: memoryview | None = None
         self._wake_pending = False
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -283,6 +284,17 @@ class Dispatcher:
             if self._wake_pending:
                 return
             self._send_wakeup_locked()
+
+    def read_buffer(self, size: int) -> memoryview:
+        """A scratch buffer of at least ``size`` bytes for reads on the loop thread.
+
+        One per dispatcher, reused by every socket's read (the loop reads one socket
+        at a time); callers copy out what they keep.
+        """
+        buf = self._read_buffer
+        if buf is None or len(buf) < size:
+            buf = self._read_buffer = memoryview(bytearray(size))
+        return buf
 
     def submit_and_wait(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         """Run ``fn(*args)`` on the dispatcher thread and return its result or raise its error.
