@@ -127,6 +127,37 @@ def test_masked_server_frame_rejected_5_1() -> None:
     )
 
 
+_GOOD_RUN = b"".join(server_frame(op, b"m%d" % i * 50) for i, op in enumerate([TEXT, BINARY] * 3))
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "exc_type"),
+    [
+        (server_frame(TEXT, b"hi", mask=True), 1002, WebSocketProtocolException),  # §5.1
+        (server_frame(TEXT, b"x" * 10, length_bytes=2), 1002, WebSocketProtocolException),
+        (server_frame(TEXT, b"\xff\xfe"), 1007, WebSocketPayloadException),  # §8.1
+        (server_frame(TEXT, b"hi", rsv2=True), 1002, WebSocketProtocolException),  # §5.2
+        (server_frame(0x3, b"hi"), 1002, WebSocketProtocolException),  # reserved opcode
+        (server_frame(BINARY, b"y" * 200), 1009, WebSocketMessageTooBigException),
+    ],
+    ids=["masked", "non-minimal-16", "bad-utf8", "rsv2", "opcode-3", "too-big"],
+)
+def test_a_violation_after_a_run_of_whole_frames_keeps_the_messages_before_it(
+    bad: bytes, code: int, exc_type: type
+) -> None:
+    # The parser's hot loop takes runs of whole frames; whatever it cannot take (every
+    # violation included) must reach the general checks, after the good messages.
+    proto = ClientProtocol(max_size=150)
+    events = feed(proto, _GOOD_RUN + bad + server_frame(TEXT, b"after"))
+    messages = [e for e in events if isinstance(e, Message)]
+    assert [m.data for m in messages] == [
+        f"m{i}" * 50 if i % 2 == 0 else b"m%d" % i * 50 for i in range(6)
+    ]
+    last = events[-1]
+    assert isinstance(last, ProtocolError) and type(last.exc) is exc_type
+    assert last.exc.close_code == code
+
+
 @pytest.mark.parametrize("rsv", [{"rsv1": True}, {"rsv2": True}, {"rsv3": True}])
 def test_rsv_bits_without_extension_rejected_5_2(rsv: dict[str, bool]) -> None:
     assert_fails(

@@ -210,6 +210,49 @@ class ClientProtocol:
         max_size = self.max_size
         deflate_on = self.deflate is not None
         whole = buf if type(buf) is bytes else None  # slicing bytes needs no view
+        validate = not self.skip_utf8_validation
+        append = events.append
+        if (
+            whole is not None
+            and not self._frame_remaining
+            and self._rx_opcode is None
+            and not self._frame_events
+        ):
+            # Hot loop: consecutive whole unfragmented text/binary frames without RSV
+            # bits (b0 0x81/0x82), unmasked, 7- or minimal 16-bit length, within
+            # max_size.  Anything else (including every violation) stops it and the
+            # general loop below takes over at the same position.
+            limit = max_size if max_size is not None else end
+            while end - pos >= 2:
+                b0 = whole[pos]
+                if b0 != 0x81 and b0 != 0x82:
+                    break
+                length = whole[pos + 1]
+                if length < 126:
+                    start = pos + 2
+                elif length == 126 and end - pos >= 4:
+                    length = (whole[pos + 2] << 8) | whole[pos + 3]
+                    if length < 126:
+                        break
+                    start = pos + 4
+                else:
+                    break  # 64-bit length, masked, or a header cut short
+                stop = start + length
+                if stop > end or length > limit:
+                    break
+                payload = whole[start:stop]
+                pos = stop
+                if b0 == 0x82:
+                    append(Message(_BINARY, payload))
+                elif validate:
+                    try:
+                        append(Message(_TEXT, payload.decode("utf-8")))
+                    except UnicodeDecodeError as exc:
+                        raise WebSocketPayloadException(
+                            f"text message is not valid UTF-8: {exc}"
+                        ) from exc
+                else:
+                    append(Message(_TEXT, self._decode_text(payload)))
         while True:
             if self._frame_remaining:
                 if pos == end:
@@ -299,10 +342,17 @@ class ClientProtocol:
                 if b0 & 0x40:
                     assert self.deflate is not None
                     payload = self.deflate.decompress(payload, True, max_size)
-                if opcode == _TEXT:
-                    events.append(Message(_TEXT, self._decode_text(payload)))
+                if opcode != _TEXT:
+                    append(Message(_BINARY, payload))
+                elif validate:
+                    try:  # inlined _decode_text: this line runs once per message
+                        append(Message(_TEXT, payload.decode("utf-8")))
+                    except UnicodeDecodeError as exc:
+                        raise WebSocketPayloadException(
+                            f"text message is not valid UTF-8: {exc}"
+                        ) from exc
                 else:
-                    events.append(Message(_BINARY, payload))
+                    append(Message(_TEXT, self._decode_text(payload)))
                 continue
             self._begin_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40))
             pos = start
