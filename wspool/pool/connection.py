@@ -288,15 +288,13 @@ class Connection:
         if self._user_closed:
             session.start_close(CloseCode.NORMAL_CLOSURE, "")
 
-    def session_events(self, session: Session, events: list[Event], size: int) -> None:
+    def session_events(
+        self, session: Session, events: list[Event], size: int, messages: int
+    ) -> None:
         stats = self.stats
         stats.bytes_in += size
-        count = 0
-        for event in events:
-            if type(event) is Message:
-                count += 1
-        if count:
-            stats.messages_in += count
+        if messages:
+            stats.messages_in += messages
             stats.last_message_at = time.time()
         rtt = session.last_rtt
         if rtt is not None:  # a new session has none until its first pong: keep the last

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import operator
 import socket
 import ssl
 import threading
@@ -70,6 +71,8 @@ logger = logging.getLogger("wspool")
 _RECV_SIZE: Final = 256 * 1024
 #: Reads per readiness event before yielding to other sockets (fairness).
 _READS_PER_TURN: Final = 4
+_ONLY_MESSAGES: Final = {Message}
+_data_of: Final = operator.attrgetter("data")
 _CONNECT_PENDING: Final = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
 
 
@@ -89,7 +92,9 @@ class SessionOwner(Protocol):
 
     def session_opened(self, session: Session) -> None: ...
 
-    def session_events(self, session: Session, events: list[Event], size: int) -> None: ...
+    def session_events(
+        self, session: Session, events: list[Event], size: int, messages: int
+    ) -> None: ...
 
     def session_closed(
         self,
@@ -525,17 +530,23 @@ class Session:
             self._queue_raw(replies)
         if not events:
             return
-        size = 0
         closing: Event | None = None
-        for event in events:
-            kind = type(event)
-            if kind is Message:
-                size += len(event.data)  # type: ignore[union-attr]
-            elif kind is Pong:
-                self._pong(event)  # type: ignore[arg-type]
-            elif kind is CloseReceived or kind is ProtocolError or kind is EndOfStream:
-                closing = event
-        self.owner.session_events(self, events, size)
+        if set(map(type, events)) == _ONLY_MESSAGES:
+            # The common read: messages only, counted and sized by C-level loops.
+            messages = len(events)
+            size = sum(map(len, map(_data_of, events)))
+        else:
+            messages = size = 0
+            for event in events:
+                kind = type(event)
+                if kind is Message:
+                    messages += 1
+                    size += len(event.data)  # type: ignore[union-attr]
+                elif kind is Pong:
+                    self._pong(event)  # type: ignore[arg-type]
+                elif kind is CloseReceived or kind is ProtocolError or kind is EndOfStream:
+                    closing = event
+        self.owner.session_events(self, events, size, messages)
         if closing is not None:
             self._terminal_event(closing)
 
