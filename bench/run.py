@@ -301,7 +301,9 @@ def run_one(scenario: Scenario, library: str, quick: bool, timeout: float | None
     try:
         params["base"] = server.base
         params["timeout"] = timeout or scenario.timeout
-        result = run_driver(library, scenario.kind, params, (timeout or scenario.timeout) + 30)
+        # The driver's own deadline covers the measured phase; opening and closing a
+        # thousand threads of a slow peer gets two more minutes before it is killed.
+        result = run_driver(library, scenario.kind, params, (timeout or scenario.timeout) + 120)
         time.sleep(0.2)  # let closing handshakes land before reading the counts
         counts = server.command("stats")
     finally:
@@ -318,6 +320,7 @@ def run_one(scenario: Scenario, library: str, quick: bool, timeout: float | None
         if result.get("finished") is False and result.get("seconds"):
             rate = result.get("messages", 0) / result["seconds"]
             row["reason"] += f" (deadline hit; {rate:,.0f} msg/s until then)"
+            row["partial_rate"] = rate  # an upper bound of its speed, for ratios
         return row
     row["status"] = "ok"
     row["metrics"] = {m.title: m.value(result, params) for m in scenario.metrics}
@@ -390,6 +393,118 @@ def format_table(scenario: Scenario, rows: list[Result]) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One performance target of issue 4, checked against a run's record."""
+
+    text: str
+    scenario: str
+    metric: str
+    library: str  # whose number
+    compare: str  # "min" (at least) or "max" (at most)
+    bound: float
+    versus: str | None = None  # when set, the number is versus / library (a ratio)
+
+
+TARGETS = [
+    Target(
+        "fan-in at 1,000 connections >= 600,000 msg/s",
+        "fanin-1000",
+        "msg/s",
+        "wspool-pool",
+        "min",
+        600_000,
+    ),
+    Target(
+        ">= 3.5x websockets asyncio",
+        "fanin-1000",
+        "msg/s",
+        "websockets-asyncio",
+        "min",
+        3.5,
+        versus="wspool-pool",
+    ),
+    Target(
+        ">= 40x websocket-client",
+        "fanin-1000",
+        "msg/s",
+        "websocket-client",
+        "min",
+        40,
+        versus="wspool-pool",
+    ),
+    Target(">= 45% of picows", "fanin-1000", "msg/s", "picows", "min", 0.45, versus="wspool-pool"),
+    Target("latency p50 <= 150 us", "latency", "p50 µs", "wspool-pool", "max", 150),
+    Target("latency p99 <= 3 ms", "latency", "p99 µs", "wspool-pool", "max", 3000),
+    Target("8,000 idle open in <= 2.5 s", "idle-8000", "open s", "wspool-pool", "max", 2.5),
+    Target(
+        "8,000 idle <= 12 KiB per connection", "idle-8000", "KiB/conn", "wspool-pool", "max", 12
+    ),
+    Target(
+        "16 MiB text in <= 150 ms", "recv-16MiB-text", "ms/msg (median)", "wspool-pool", "max", 150
+    ),
+    Target(
+        "4 MiB in 64-byte fragments in <= 1 s",
+        "fragments-4MiB-64B",
+        "ms/msg (median)",
+        "wspool-pool",
+        "max",
+        1000,
+    ),
+    Target("1 MiB masked send >= 500 MB/s (Pool)", "send-1MiB", "MB/s", "wspool-pool", "min", 500),
+    Target(
+        "1 MiB masked send >= 500 MB/s (blocking)",
+        "send-1MiB",
+        "MB/s",
+        "wspool-blocking",
+        "min",
+        500,
+    ),
+]
+
+
+def _metric(record: dict[str, Any], scenario: str, library: str, metric: str) -> float | None:
+    for row in record["scenarios"].get(scenario, []):
+        if row["library"] == library and row["status"] == "ok":
+            value = row["metrics"].get(metric)
+            return None if value is None else float(value)
+    return None
+
+
+def _partial_rate(record: dict[str, Any], scenario: str, library: str) -> float | None:
+    for row in record["scenarios"].get(scenario, []):
+        if row["library"] == library and "partial_rate" in row:
+            return float(row["partial_rate"])
+    return None
+
+
+def check_targets(record: dict[str, Any]) -> list[str]:
+    """One line per target whose scenario ran: the value and whether it is met."""
+    lines = []
+    for target in TARGETS:
+        if target.scenario not in record["scenarios"]:
+            continue
+        value = _metric(record, target.scenario, target.library, target.metric)
+        note = ""
+        if target.versus is not None:
+            mine = _metric(record, target.scenario, target.versus, target.metric)
+            if value is None:
+                # A peer that ran out of time: its rate until the deadline bounds it.
+                value = _partial_rate(record, target.scenario, target.library)
+                note = " (at least: the peer hit the deadline)"
+            if value is None or mine is None:
+                lines.append(f"  n/a   {target.text}: no valid rows to compare")
+                continue
+            value = mine / value
+        if value is None:
+            lines.append(f"  MISS  {target.text}: no valid measurement")
+            continue
+        met = value >= target.bound if target.compare == "min" else value <= target.bound
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+        lines.append(f"  {'met ' if met else 'MISS'}  {target.text}: {shown}{note}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--libs", default=",".join(LIBRARIES), help="comma-separated")
@@ -424,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
         table = format_table(scenario, rows)
         tables.append(table)
         print(table + "\n", flush=True)
+    targets = check_targets(record)
+    if targets:
+        print("Targets (issue 4):\n" + "\n".join(targets))
+    record["targets"] = targets
     Path(args.json).write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(f"JSON record: {args.json}", file=sys.stderr)
     refused = sum(r["status"] == "refused" for rows in record["scenarios"].values() for r in rows)

@@ -118,3 +118,28 @@ def test_a_driver_failure_is_reported_not_hidden() -> None:
     params = {"base": f"ws://127.0.0.1:{port}", "connections": 1, "count": 1}
     result = bench_run.run_driver("wspool-pool", "fanin", params, timeout=60)
     assert "Connection refused" in result["error"] or "refused" in result["error"].lower()
+
+
+def test_targets_are_checked_against_the_record_with_ratios_in_the_same_run() -> None:
+    def row(library: str, **metrics: float) -> dict[str, object]:
+        return {"library": library, "status": "ok", "metrics": metrics}
+
+    record = {
+        "scenarios": {
+            "fanin-1000": [
+                row("wspool-pool", **{"msg/s": 700_000.0}),
+                row("websockets-asyncio", **{"msg/s": 250_000.0}),  # 2.8x: a miss
+                row("picows", **{"msg/s": 1_400_000.0}),  # exactly 50 %
+                {"library": "websocket-client", "status": "refused", "partial_rate": 10_000.0},
+            ],
+            "latency": [row("wspool-pool", **{"p50 µs": 90.0, "p99 µs": 3500.0})],
+        }
+    }
+    lines = "\n".join(bench_run.check_targets(record))
+    assert "met   fan-in at 1,000 connections >= 600,000 msg/s: 700,000" in lines
+    assert "MISS  >= 3.5x websockets asyncio: 2.8" in lines
+    assert "met   >= 45% of picows: 0.5" in lines
+    assert "met   >= 40x websocket-client: 70 (at least" in lines
+    assert "met   latency p50 <= 150 us: 90" in lines
+    assert "MISS  latency p99 <= 3 ms: 3,500" in lines
+    assert "idle" not in lines  # scenarios that did not run are not judged
