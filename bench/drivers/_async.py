@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.drivers._common import (
     SEND_MESSAGE,
@@ -55,6 +55,9 @@ class Fleet(abc.ABC):
     scenario waits for may have happened.  Errors are recorded until :meth:`close_all`
     starts (what a library reports while connections are torn down is not a failure).
     """
+
+    #: The module whose scenario functions run this kind of fleet.
+    family: ClassVar[str] = __name__
 
     def __init__(self, deflate: bool = False) -> None:
         self.deflate = deflate

@@ -178,8 +178,18 @@ def raise_fd_limit() -> None:
 
 
 def run(library: str, scenario: str, params: Params) -> Result:
+    """Run one scenario: the driver module's own function, or, for a driver that
+    exports a ``FLEET`` (a ``_threaded.Fleet`` or ``_async.Fleet`` subclass), the
+    shared scenario of that family run with it."""
     module = importlib.import_module(DRIVERS[library])
     function: Callable[[Params], Result] | None = getattr(module, scenario, None)
+    fleet = getattr(module, "FLEET", None)
+    if function is None and fleet is not None:
+        if params.get("deflate") and not getattr(module, "DEFLATE", True):
+            raise Unsupported(f"{library} has no permessage-deflate")
+        shared = getattr(importlib.import_module(fleet.family), scenario, None)
+        if shared is not None:
+            return shared(fleet, params)  # type: ignore[no-any-return]
     if function is None:
         raise Unsupported(f"{library} has no driver for {scenario}")
     return function(params)

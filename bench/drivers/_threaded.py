@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.drivers._common import (
     SEND_MESSAGE,
@@ -54,6 +54,9 @@ class Fleet(abc.ABC):
     connections are being torn down (a peer's close seen as an error, a socket shut
     under a reader) is not a failure of the run.
     """
+
+    #: The module whose scenario functions run this kind of fleet.
+    family: ClassVar[str] = __name__
 
     def __init__(self, deflate: bool = False) -> None:
         self.deflate = deflate

@@ -20,7 +20,6 @@ from typing import Any
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench.drivers import _async
-from bench.drivers._common import Params, Result, Unsupported
 
 TEXT, BINARY, CONTINUATION, CLOSE = (
     WSMsgType.TEXT,
@@ -97,31 +96,7 @@ class _Fleet(_async.Fleet):
             conn.disconnect(graceful=False)
 
 
-def fanin(params: Params) -> Result:
-    if params.get("deflate"):
-        raise Unsupported("picows has no permessage-deflate")
-    return _async.fanin(_Fleet, params)
-
-
-def latency(params: Params) -> Result:
-    return _async.latency(_Fleet, params)
-
-
-def idle(params: Params) -> Result:
-    return _async.idle(_Fleet, params)
-
-
-def recv_large(params: Params) -> Result:
-    return _async.recv_large(_Fleet, params)
-
-
-def fragments(params: Params) -> Result:
-    return _async.fragments(_Fleet, params)
-
-
-def send_large(params: Params) -> Result:
-    return _async.send_large(_Fleet, params)
-
-
-def sending(params: Params) -> Result:
-    return _async.sending(_Fleet, params)
+#: The scenarios are :mod:`bench.drivers._async`'s, run with this fleet.
+FLEET = _Fleet
+#: No permessage-deflate: the compressed fan-in is reported as unsupported.
+DEFLATE = False

@@ -13,7 +13,6 @@ from typing import Any
 import websocket
 
 from bench.drivers import _threaded
-from bench.drivers._common import Params, Result, Unsupported
 
 
 class _Fleet(_threaded.Fleet):
@@ -37,31 +36,7 @@ class _Fleet(_threaded.Fleet):
         conn.close(timeout=_threaded.CLOSE_TIMEOUT)
 
 
-def fanin(params: Params) -> Result:
-    if params.get("deflate"):
-        raise Unsupported("websocket-client has no permessage-deflate")
-    return _threaded.fanin(_Fleet, params)
-
-
-def latency(params: Params) -> Result:
-    return _threaded.latency(_Fleet, params)
-
-
-def idle(params: Params) -> Result:
-    return _threaded.idle(_Fleet, params)
-
-
-def recv_large(params: Params) -> Result:
-    return _threaded.recv_large(_Fleet, params)
-
-
-def fragments(params: Params) -> Result:
-    return _threaded.fragments(_Fleet, params)
-
-
-def send_large(params: Params) -> Result:
-    return _threaded.send_large(_Fleet, params)
-
-
-def sending(params: Params) -> Result:
-    return _threaded.sending(_Fleet, params)
+#: The scenarios are :mod:`bench.drivers._threaded`'s, run with this fleet.
+FLEET = _Fleet
+#: No permessage-deflate: the compressed fan-in is reported as unsupported.
+DEFLATE = False

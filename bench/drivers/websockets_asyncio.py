@@ -15,7 +15,6 @@ import os
 from typing import Any
 
 from bench.drivers import _async
-from bench.drivers._common import Params, Result
 
 os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))
 
@@ -42,29 +41,5 @@ class _Fleet(_async.Fleet):
         await conn.close()
 
 
-def fanin(params: Params) -> Result:
-    return _async.fanin(_Fleet, params)
-
-
-def latency(params: Params) -> Result:
-    return _async.latency(_Fleet, params)
-
-
-def idle(params: Params) -> Result:
-    return _async.idle(_Fleet, params)
-
-
-def recv_large(params: Params) -> Result:
-    return _async.recv_large(_Fleet, params)
-
-
-def fragments(params: Params) -> Result:
-    return _async.fragments(_Fleet, params)
-
-
-def send_large(params: Params) -> Result:
-    return _async.send_large(_Fleet, params)
-
-
-def sending(params: Params) -> Result:
-    return _async.sending(_Fleet, params)
+#: The scenarios are :mod:`bench.drivers._async`'s, run with this fleet.
+FLEET = _Fleet

@@ -9,7 +9,6 @@ from typing import Any
 
 import wspool
 from bench.drivers import _threaded
-from bench.drivers._common import Params, Result
 
 
 class _Fleet(_threaded.Fleet):
@@ -31,29 +30,5 @@ class _Fleet(_threaded.Fleet):
         conn.close()
 
 
-def fanin(params: Params) -> Result:
-    return _threaded.fanin(_Fleet, params)
-
-
-def latency(params: Params) -> Result:
-    return _threaded.latency(_Fleet, params)
-
-
-def idle(params: Params) -> Result:
-    return _threaded.idle(_Fleet, params)
-
-
-def recv_large(params: Params) -> Result:
-    return _threaded.recv_large(_Fleet, params)
-
-
-def fragments(params: Params) -> Result:
-    return _threaded.fragments(_Fleet, params)
-
-
-def send_large(params: Params) -> Result:
-    return _threaded.send_large(_Fleet, params)
-
-
-def sending(params: Params) -> Result:
-    return _threaded.sending(_Fleet, params)
+#: The scenarios are :mod:`bench.drivers._threaded`'s, run with this fleet.
+FLEET = _Fleet
