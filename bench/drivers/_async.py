@@ -18,6 +18,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 from bench.drivers._common import (
+    CLOSE_TIMEOUT,
+    OPEN_TIMEOUT,
+    REPLY_TIMEOUT,
     SEND_MESSAGE,
     Countdown,
     Params,
@@ -33,14 +36,6 @@ from bench.drivers._common import (
     rss_kib,
     stamp_of,
 )
-
-OPEN_TIMEOUT = 60.0
-#: How long one request (a large message, a sync reply) may take.
-REPLY_TIMEOUT = 60.0
-#: The close-handshake timeout drivers pass to their library.
-CLOSE_TIMEOUT = 2.0
-#: A frame/message-size limit that never gets in the way (the largest message is 16 MiB).
-BIG = 64 * 1024 * 1024
 
 #: A message callback: ``(connection, message)``; ``str`` for text, bytes for binary.
 Handler = Callable[[Any, Any], None]

@@ -59,6 +59,15 @@ DRIVERS = {
     "picows": "bench.drivers.picows_driver",
 }
 
+#: How long opening every connection may take.
+OPEN_TIMEOUT = 60.0
+#: How long one request (a large message, a sync reply) may take.
+REPLY_TIMEOUT = 60.0
+#: The close-handshake timeout drivers pass to their library.
+CLOSE_TIMEOUT = 2.0
+#: A frame/message-size limit that never gets in the way (the largest message is 16 MiB).
+BIG = 64 * 1024 * 1024
+
 #: The 128-byte text message the ``sending`` scenario sends.
 _ORDER = '{"op":"order","id":1,"px":"65000.10","qty":"0.002","pad":"'
 SEND_MESSAGE = (_ORDER + "y" * 128)[:126] + '"}'

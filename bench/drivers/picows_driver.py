@@ -19,7 +19,7 @@ from typing import Any
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from bench.drivers import _async
+from bench.drivers import _async, _common
 
 TEXT, BINARY, CONTINUATION, CLOSE = (
     WSMsgType.TEXT,
@@ -72,7 +72,7 @@ class _Fleet(_async.Fleet):
         transport, _ = await ws_connect(
             lambda: _Listener(handler),
             url,
-            max_frame_size=_async.BIG,
+            max_frame_size=_common.BIG,
             enable_auto_ping=False,
         )
         self.connected(index, transport)
@@ -91,7 +91,7 @@ class _Fleet(_async.Fleet):
     async def close_one(self, conn: Any) -> None:
         conn.send_close(WSCloseCode.OK)
         try:
-            await asyncio.wait_for(conn.wait_disconnected(), _async.CLOSE_TIMEOUT)
+            await asyncio.wait_for(conn.wait_disconnected(), _common.CLOSE_TIMEOUT)
         finally:
             conn.disconnect(graceful=False)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import websocket
 
-from bench.drivers import _threaded
+from bench.drivers import _common, _threaded
 
 
 class _Fleet(_threaded.Fleet):
@@ -33,7 +33,7 @@ class _Fleet(_threaded.Fleet):
             self.conns[index].send_bytes(data)
 
     def close_one(self, conn: Any) -> None:
-        conn.close(timeout=_threaded.CLOSE_TIMEOUT)
+        conn.close(timeout=_common.CLOSE_TIMEOUT)
 
 
 #: The scenarios are :mod:`bench.drivers._threaded`'s, run with this fleet.

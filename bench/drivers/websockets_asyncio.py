@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bench.drivers import _async
+from bench.drivers import _async, _common
 
 os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))
 
@@ -28,7 +28,7 @@ class _Fleet(_async.Fleet):
             url,
             compression="deflate" if self.deflate else None,
             max_size=None,
-            close_timeout=_async.CLOSE_TIMEOUT,
+            close_timeout=_common.CLOSE_TIMEOUT,
         )
         self.connected(index, ws)
         async for message in ws:  # ends quietly on a normal close, raises otherwise

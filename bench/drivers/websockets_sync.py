@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bench.drivers import _threaded
+from bench.drivers import _common, _threaded
 
 os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))
 
@@ -29,7 +29,7 @@ class _Fleet(_threaded.Fleet):
             url,
             compression="deflate" if self.deflate else None,
             max_size=None,
-            close_timeout=_threaded.CLOSE_TIMEOUT,
+            close_timeout=_common.CLOSE_TIMEOUT,
         )
         self.connected(index, ws)
         for message in ws:  # ends quietly on a normal close, raises otherwise

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import wspool
-from bench.drivers import _threaded
+from bench.drivers import _common, _threaded
 
 
 class _Fleet(_threaded.Fleet):
@@ -16,8 +16,8 @@ class _Fleet(_threaded.Fleet):
         ws = wspool.connect(
             url,
             compression="deflate" if self.deflate else None,
-            max_size=_threaded.BIG,
-            close_timeout=_threaded.CLOSE_TIMEOUT,
+            max_size=_common.BIG,
+            close_timeout=_common.CLOSE_TIMEOUT,
         )
         self.connected(index, ws)
         for message in ws:  # ends at the server's close frame

@@ -8,6 +8,8 @@ from typing import Any
 
 import wspool
 from bench.drivers._common import (
+    BIG,
+    OPEN_TIMEOUT,
     SEND_MESSAGE,
     Countdown,
     Params,
@@ -23,9 +25,6 @@ from bench.drivers._common import (
     rss_kib,
     stamp_of,
 )
-
-OPEN_TIMEOUT = 60.0
-BIG = 64 * 1024 * 1024
 
 
 def _pool_options(params: Params) -> dict[str, Any]:

@@ -342,17 +342,10 @@ class ClientProtocol:
                 if b0 & 0x40:
                     assert self.deflate is not None
                     payload = self.deflate.decompress(payload, True, max_size)
-                if opcode != _TEXT:
-                    append(Message(_BINARY, payload))
-                elif validate:
-                    try:  # inlined _decode_text: this line runs once per message
-                        append(Message(_TEXT, payload.decode("utf-8")))
-                    except UnicodeDecodeError as exc:
-                        raise WebSocketPayloadException(
-                            f"text message is not valid UTF-8: {exc}"
-                        ) from exc
-                else:
+                if opcode == _TEXT:
                     append(Message(_TEXT, self._decode_text(payload)))
+                else:
+                    append(Message(_BINARY, payload))
                 continue
             self._begin_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40))
             pos = start
