@@ -541,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table + "\n", flush=True)
     targets = check_targets(record)
     if targets:
-        print("Targets (issue 4):\n" + "\n".join(targets))
+        caveat = " (--quick: smaller counts than the targets assume; judge a full run)"
+        print(f"Targets (issue 4){caveat if args.quick else ''}:\n" + "\n".join(targets))
     record["targets"] = targets
     Path(args.json).write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(f"JSON record: {args.json}", file=sys.stderr)
