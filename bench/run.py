@@ -61,6 +61,11 @@ def _median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
+IDLE_METRICS = (
+    Metric("open s", lambda r, p: r["open_seconds"], "{:.2f}", False),
+    Metric("KiB/conn", lambda r, p: r["rss_kib_per_connection"], "{:.1f}", False),
+    Metric("threads", lambda r, p: r["threads"], "{:.0f}", False),
+)
 THROUGHPUT = Metric("msg/s", _rate, "{:,.0f}", True)
 MEDIAN_MS = Metric("ms/msg (median)", lambda r, p: _median(r["ms"]), "{:,.1f}", False)
 
@@ -126,21 +131,13 @@ SCENARIOS = [
         "idle-1000",
         "idle",
         {"connections": 1000},
-        (
-            Metric("open s", lambda r, p: r["open_seconds"], "{:.2f}", False),
-            Metric("KiB/conn", lambda r, p: r["rss_kib_per_connection"], "{:.1f}", False),
-            Metric("threads", lambda r, p: r["threads"], "{:.0f}", False),
-        ),
+        IDLE_METRICS,
     ),
     Scenario(
         "idle-8000",
         "idle",
         {"connections": 8000},
-        (
-            Metric("open s", lambda r, p: r["open_seconds"], "{:.2f}", False),
-            Metric("KiB/conn", lambda r, p: r["rss_kib_per_connection"], "{:.1f}", False),
-            Metric("threads", lambda r, p: r["threads"], "{:.0f}", False),
-        ),
+        IDLE_METRICS,
         quick={"connections": 2000},
     ),
     Scenario(
