@@ -131,7 +131,7 @@ class FeedClient:
 
     def _send(self, request: dict[str, Any]) -> None:
         conn = self._conn  # the caller holds self._lock
-        if conn is None or conn.state is not wspool.ConnectionStatus.OPEN:
+        if conn is None or conn.state is not wspool.ConnectionState.OPEN:
             return
         # Lost meanwhile: the reconnect's on_open sends the current set.
         with contextlib.suppress(wspool.WebSocketConnectionClosedException):

@@ -180,7 +180,7 @@ def unused_port() -> int:
     return port
 
 
-OPEN = wspool.ConnectionStatus.OPEN
+OPEN = wspool.ConnectionState.OPEN
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             rate = (total - last_total) / max(1e-6, now - last_at)
             last_total, last_at = total, now
             peak_threads = max(peak_threads, pool_threads())
-            is_open = sum(1 for c in connections if c.state is wspool.ConnectionStatus.OPEN)
+            is_open = sum(1 for c in connections if c.state is wspool.ConnectionState.OPEN)
             if is_open == args.connections and stop_at > now + args.seconds:
                 stop_at = now + args.seconds
                 streaming_since, streamed_before = now, total

@@ -1,6 +1,6 @@
 """Tests of wspool.pool.delivery: ordered per-connection hand-off with backpressure.
 
-DESIGN.md invariants 3 (one drain per connection, in order, connections in parallel)
+docs/architecture.md invariants 3 (one drain per connection, in order, connections in parallel)
 and 4 (pause at high water, resume at low water).  Real executors and threads; the
 test thread plays the dispatcher.  No sleeps: overlaps are detected with events.
 """

@@ -1,6 +1,6 @@
 """Tests of wspool.pool.dispatcher: the one thread that owns sockets, timers and commands.
 
-DESIGN.md invariants 1, 2 and 5: real threads and real socketpairs (loopback only), no
+docs/architecture.md invariants 1, 2 and 5: real threads and real socketpairs (loopback only), no
 mocks, no timing assertions (deadlines only bound how long a broken build hangs).
 """
 

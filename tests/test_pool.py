@@ -16,7 +16,7 @@ import pytest
 from wsserver import Opcode, PeerClosed, ServerConnection, WSServer, echo_handler
 
 import wspool
-from wspool.pool import CallbackError, Connection, ConnectionStatus, Pool
+from wspool.pool import CallbackError, Connection, ConnectionState, Pool
 
 WSServerFactory = Callable[..., WSServer]
 
@@ -82,13 +82,13 @@ def test_echo_open_message_close(pool: Pool, ws_server: WSServerFactory) -> None
     conn = pool.connect(server.url, label="a", **cbs)
     rec.wait(lambda: len(rec.messages["a"]) == 2)
     assert rec.messages["a"] == ["hello", b"\x00bin"]
-    assert conn.state is ConnectionStatus.OPEN
+    assert conn.state is ConnectionState.OPEN
     assert conn.extensions == ["permessage-deflate"]
     conn.close(1000, "bye")
     assert conn.wait_closed(5)
     assert rec.names("a") == ["open", "message", "message", "close"]
     assert rec.calls[-1][2] == (1000, "")
-    assert conn.state is ConnectionStatus.CLOSED
+    assert conn.state is ConnectionState.CLOSED
     with pytest.raises(wspool.WebSocketConnectionClosedException, match="already closed"):
         conn.send("late")
 
@@ -239,7 +239,7 @@ def test_missing_pong_is_detected_and_reported(pool: Pool, ws_server: WSServerFa
     assert "ping_timeout" in str(errors[0]) and server.url.split("//")[1] in str(errors[0])
     assert rec.calls[-1][2][0] == 1011
     assert elapsed < 5
-    assert conn.state is ConnectionStatus.CLOSED
+    assert conn.state is ConnectionState.CLOSED
 
 
 def test_pong_measures_round_trip_time(pool: Pool, ws_server: WSServerFactory) -> None:
@@ -758,9 +758,9 @@ def test_close_while_waiting_to_reconnect_keeps_open_and_close_paired(
     )
     rec.wait(lambda: rec.count("close") == 1)
     deadline = time.monotonic() + 5
-    while conn.state is not ConnectionStatus.RECONNECTING and time.monotonic() < deadline:
+    while conn.state is not ConnectionState.RECONNECTING and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert conn.state is ConnectionStatus.RECONNECTING
+    assert conn.state is ConnectionState.RECONNECTING
     conn.close()
     assert conn.wait_closed(5)
     assert [n for n in rec.names("w") if n != "error"] == ["open", "close"]

@@ -27,7 +27,6 @@ from wspool.exceptions import (
 from wspool.protocol import (
     ClientProtocol,
     CloseReceived,
-    ConnectionState,
     DeflateOptions,
     EndOfStream,
     Fragment,
@@ -35,6 +34,7 @@ from wspool.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    ProtocolState,
 )
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
@@ -85,7 +85,7 @@ def assert_fails(proto: ClientProtocol, data: bytes, code: int, exc_type: type) 
     sent = parse_client_frames(proto.data_to_send())
     assert sent[-1][0] == CLOSE
     assert int.from_bytes(sent[-1][4][:2], "big") == code
-    assert proto.state is ConnectionState.CLOSING
+    assert proto.state is ProtocolState.CLOSING
     # RFC 6455 §7.1.7: after failing, nothing more is processed.
     assert feed(proto, server_frame(TEXT, b"ignored")) == []
 
@@ -307,7 +307,7 @@ def test_server_close_is_echoed_and_closes_5_5_1() -> None:
     assert events == [CloseReceived(1001, "bye", close_payload(1001, b"bye"))]
     [(opcode, _, _, _, payload)] = parse_client_frames(proto.data_to_send())
     assert (opcode, payload) == (CLOSE, close_payload(1001))
-    assert proto.state is ConnectionState.CLOSED
+    assert proto.state is ProtocolState.CLOSED
     assert (proto.close_code, proto.close_reason) == (1001, "bye")
     with pytest.raises(WebSocketConnectionClosedException, match="already closed"):
         proto.send_message("late")
@@ -325,13 +325,13 @@ def test_client_initiated_close_handshake_7_1_2() -> None:
     proto = ClientProtocol()
     [(opcode, _, _, _, payload)] = parse_client_frames(proto.send_close(1000, "done"))
     assert (opcode, payload) == (CLOSE, close_payload(1000, b"done"))
-    assert proto.state is ConnectionState.CLOSING
+    assert proto.state is ProtocolState.CLOSING
     assert proto.send_close() == b""  # idempotent
     # Data may still arrive before the server's close frame.
     events = feed(proto, server_frame(TEXT, b"late") + server_frame(CLOSE, close_payload(1000)))
     assert events == [Message(TEXT, "late"), CloseReceived(1000, "", close_payload(1000))]
     assert proto.data_to_send() == b""  # no second close frame
-    assert proto.state is ConnectionState.CLOSED
+    assert proto.state is ProtocolState.CLOSED
 
 
 def test_frames_after_close_frame_are_ignored_5_5_1() -> None:
@@ -377,7 +377,7 @@ def test_eof_without_close_is_abnormal_7_1_5() -> None:
     feed(proto, server_frame(TEXT, b"partial")[:4])
     assert feed(proto, b"") == [EndOfStream(clean=False)]
     assert proto.close_code == 1006
-    assert proto.state is ConnectionState.CLOSED
+    assert proto.state is ProtocolState.CLOSED
 
 
 # ------------------------------------------------------------------- size limits
@@ -693,12 +693,12 @@ def test_deferred_failure_lets_the_caller_answer_earlier_events_7_1_7() -> None:
     )
     assert events[0] == Message(TEXT, "Hello")
     assert isinstance(events[1], ProtocolError) and len(events) == 2
-    assert proto.state is ConnectionState.OPEN
+    assert proto.state is ProtocolState.OPEN
     assert proto.data_to_send() == b""
     echo = parse_client_frames(proto.send_message("Hello"))
     assert echo[0][4] == b"Hello"
     proto.fail(events[1].exc)
     [(opcode, _, _, _, payload)] = parse_client_frames(proto.data_to_send())
     assert (opcode, payload[:2]) == (CLOSE, (1002).to_bytes(2, "big"))
-    assert proto.state is ConnectionState.CLOSING
+    assert proto.state is ProtocolState.CLOSING
     assert feed(proto, server_frame(TEXT, b"more")) == []

@@ -27,8 +27,8 @@ from wspool.exceptions import (
 )
 from wspool.pool import (
     Connection,
+    ConnectionState,
     ConnectionStats,
-    ConnectionStatus,
     Pool,
     ReconnectPolicy,
 )
@@ -41,8 +41,8 @@ __all__ = [
     "CallbackError",
     "CloseCode",
     "Connection",
+    "ConnectionState",
     "ConnectionStats",
-    "ConnectionStatus",
     "DeflateOptions",
     "DispatcherStoppedError",
     "Frame",

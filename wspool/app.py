@@ -36,7 +36,7 @@ from wspool.exceptions import (
     WebSocketException,
 )
 from wspool.pool.backoff import ReconnectPolicy
-from wspool.pool.connection import Connection, ConnectionStatus
+from wspool.pool.connection import Connection, ConnectionState
 from wspool.pool.pool import Pool
 from wspool.protocol.frames import CloseCode, Opcode
 
@@ -92,7 +92,7 @@ class AppSocket:
 
     @property
     def connected(self) -> bool:
-        return self.connection.state is ConnectionStatus.OPEN
+        return self.connection.state is ConnectionState.OPEN
 
     @property
     def subprotocol(self) -> str | None:

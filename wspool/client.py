@@ -31,7 +31,7 @@ from wspool.exceptions import (
     WebSocketRedirectException,
     WebSocketTimeoutException,
 )
-from wspool.protocol.connection import DEFAULT_MAX_SIZE, ClientProtocol, ConnectionState
+from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE, ClientProtocol, ProtocolState
 from wspool.protocol.deflate import coerce_compression
 from wspool.protocol.events import (
     CloseReceived,
@@ -145,7 +145,7 @@ class WebSocket:
 
     @property
     def connected(self) -> bool:
-        return self.sock is not None and self._proto.state is ConnectionState.OPEN
+        return self.sock is not None and self._proto.state is ProtocolState.OPEN
 
     @property
     def close_status(self) -> int | None:

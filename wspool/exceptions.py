@@ -170,7 +170,7 @@ class WebSocketConfigurationException(WebSocketException, ValueError):
 
 
 class CallbackError(WebSocketException):
-    """A user callback raised; the connection stays up (DESIGN.md, invariant 7).
+    """A user callback raised; the connection stays up (docs/architecture.md, invariant 7).
 
     ``original`` is the callback's exception (also chained as ``__cause__``),
     ``callback`` the callback's name (``"on_message"``), ``event_repr`` a bounded repr

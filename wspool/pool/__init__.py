@@ -8,14 +8,14 @@ connection at a time, with backpressure; ``pool`` ties them together.
 
 from wspool.exceptions import CallbackError
 from wspool.pool.backoff import ReconnectPolicy
-from wspool.pool.connection import Connection, ConnectionStats, ConnectionStatus
+from wspool.pool.connection import Connection, ConnectionState, ConnectionStats
 from wspool.pool.pool import Pool
 
 __all__ = [
     "CallbackError",
     "Connection",
+    "ConnectionState",
     "ConnectionStats",
-    "ConnectionStatus",
     "Pool",
     "ReconnectPolicy",
 ]

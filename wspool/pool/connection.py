@@ -39,12 +39,12 @@ if TYPE_CHECKING:
     from wspool.pool.options import ConnectOptions
     from wspool.pool.pool import Pool
 
-__all__ = ["Callbacks", "Connection", "ConnectionStats", "ConnectionStatus"]
+__all__ = ["Callbacks", "Connection", "ConnectionState", "ConnectionStats"]
 
 logger = logging.getLogger("wspool")
 
 
-class ConnectionStatus(Enum):
+class ConnectionState(Enum):
     CONNECTING = "connecting"
     OPEN = "open"
     CLOSING = "closing"
@@ -122,7 +122,7 @@ class Connection:
         self.label: Any = label
         self.reconnect_policy = reconnect
         self.stats = ConnectionStats()
-        self._status = ConnectionStatus.CONNECTING
+        self._status = ConnectionState.CONNECTING
         self._session: Session | None = None
         self._attempt = 0  # consecutive failed attempts, for the backoff
         self._redirects = 0
@@ -155,7 +155,7 @@ class Connection:
         return self.options.url.redacted
 
     @property
-    def state(self) -> ConnectionStatus:
+    def state(self) -> ConnectionState:
         return self._status
 
     @property
@@ -195,7 +195,7 @@ class Connection:
 
     def _session_for_send(self) -> Session:
         session = self._session
-        if session is None or self._status is not ConnectionStatus.OPEN:
+        if session is None or self._status is not ConnectionState.OPEN:
             raise WebSocketConnectionClosedException(url=self.url)
         return session
 
@@ -240,8 +240,8 @@ class Connection:
         if session is None:
             self.pool.dispatcher.call_soon(self._closed_while_waiting)
             return
-        if self._status in (ConnectionStatus.OPEN, ConnectionStatus.CONNECTING):
-            self._status = ConnectionStatus.CLOSING
+        if self._status in (ConnectionState.OPEN, ConnectionState.CONNECTING):
+            self._status = ConnectionState.CLOSING
         session.start_close(status, reason)
 
     def abort(self) -> None:
@@ -255,7 +255,7 @@ class Connection:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the connection is closed for good and ``on_close`` has run."""
-        return self.pool._wait_for(lambda: self._status is ConnectionStatus.CLOSED, timeout) and (
+        return self.pool._wait_for(lambda: self._status is ConnectionState.CLOSED, timeout) and (
             self._queue.join(timeout)
         )
 
@@ -265,7 +265,7 @@ class Connection:
         if self._user_closed:
             self._end(CloseCode.NORMAL_CLOSURE, "closed by the user")
             return
-        self._status = ConnectionStatus.CONNECTING
+        self._status = ConnectionState.CONNECTING
         self._session_opened = False
         session = Session(
             self, self.options, self.pool.dispatcher, self.pool.executor, url_override=url
@@ -274,7 +274,7 @@ class Connection:
         session.start()
 
     def session_opened(self, session: Session) -> None:
-        self._status = ConnectionStatus.CLOSING if self._user_closed else ConnectionStatus.OPEN
+        self._status = ConnectionState.CLOSING if self._user_closed else ConnectionState.OPEN
         self._session_opened = True
         self._loss_reported = False
         self._redirects = 0
@@ -328,7 +328,7 @@ class Connection:
         if delay is None:
             self._end(code, reason)
             return
-        self._status = ConnectionStatus.RECONNECTING
+        self._status = ConnectionState.RECONNECTING
         self._session = None
         self.pool.dispatcher.call_later(delay, self._start_session)
 
@@ -370,15 +370,15 @@ class Connection:
         return delay
 
     def _closed_while_waiting(self) -> None:
-        if self._status is ConnectionStatus.RECONNECTING or (
-            self._session is None and self._status is not ConnectionStatus.CLOSED
+        if self._status is ConnectionState.RECONNECTING or (
+            self._session is None and self._status is not ConnectionState.CLOSED
         ):
             self._end(CloseCode.NORMAL_CLOSURE, "closed by the user")
 
     def _end(self, code: int, reason: str) -> None:
-        if self._status is ConnectionStatus.CLOSED:
+        if self._status is ConnectionState.CLOSED:
             return
-        self._status = ConnectionStatus.CLOSED
+        self._status = ConnectionState.CLOSED
         self._session = None
         if not self._loss_reported:
             # Never opened: on_close still ends the story, once.
@@ -452,7 +452,7 @@ class Connection:
             logger.exception("on_error raised while handling %r for %s", error, self.url)
 
     def _callback_failed(self, exc: BaseException, item: Any) -> None:
-        """A callback raised: wrap it with where it happened (DESIGN.md invariant 7)."""
+        """A callback raised: wrap it with where it happened (docs/architecture.md invariants 7)."""
         kind = type(item)
         event = None if kind in (_Opened, _Closed) else item
         callback = self._current or _CALLBACK_OF_EVENT.get(kind, "callback")

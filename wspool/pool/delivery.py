@@ -1,6 +1,6 @@
 """Per-connection ordered hand-off from the dispatcher to a worker pool, with backpressure.
 
-DESIGN.md invariants 3 and 4.  The dispatcher thread :meth:`~DeliveryQueue.put`\\ s
+docs/architecture.md invariants 3 and 4.  The dispatcher thread :meth:`~DeliveryQueue.put`\\ s
 decoded events; a *drain task* on the executor calls ``deliver(item)`` for each, in
 order.  At most one drain task per queue exists at any time (the ``scheduled`` flag),
 so one connection's callbacks never overlap while different connections' run in

@@ -1,6 +1,6 @@
 """The dispatcher: one thread that owns every socket, every timer and a command queue.
 
-DESIGN.md invariants 1, 2, 5 and 6 live here.  The loop turn is::
+docs/architecture.md invariants 1, 2, 5 and 6 live here.  The loop turn is::
 
     select(timeout)  -> run ready reader/writer callbacks
                      -> run due timers

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wspool.exceptions import WebSocketConfigurationException
-from wspool.protocol.connection import DEFAULT_MAX_SIZE
+from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE
 from wspool.protocol.deflate import DeflateOptions, coerce_compression
 from wspool.protocol.handshake import headers_without_credentials
 from wspool.transport.proxy import ProxyConfig, select_proxy

@@ -14,7 +14,7 @@ from typing import Any
 
 from wspool.exceptions import WebSocketConfigurationException
 from wspool.pool.backoff import coerce_reconnect
-from wspool.pool.connection import Callbacks, Connection, ConnectionStatus
+from wspool.pool.connection import Callbacks, Connection, ConnectionState
 from wspool.pool.dispatcher import Dispatcher
 from wspool.pool.options import build_options
 from wspool.pool.workers import WorkerThreads
@@ -120,7 +120,7 @@ class Pool:
         per = [c.stats_dict() for c in connections]
         totals: dict[str, Any] = {
             "connections": len(per),
-            "open": sum(1 for c in connections if c.state is ConnectionStatus.OPEN),
+            "open": sum(1 for c in connections if c.state is ConnectionState.OPEN),
         }
         for key in ("messages_in", "bytes_in", "messages_out", "bytes_out", "reconnects"):
             totals[key] = sum(entry[key] for entry in per)

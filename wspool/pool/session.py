@@ -6,7 +6,7 @@ dispatcher.  It reports to its owner (a :class:`~wspool.pool.connection.Connecti
 through the small :class:`SessionOwner` interface; a reconnect makes a new Session,
 the owner stays.
 
-Threading (DESIGN.md invariants 1 and 2): only the dispatcher thread touches the
+Threading (docs/architecture.md invariants 1 and 2): only the dispatcher thread touches the
 socket.  Other threads only call :meth:`Session.send_frame_built` /
 :meth:`Session.start_close`, which build frames under ``send_lock`` (the core is not
 thread-safe, and compression context needs frames to leave in build order), append
@@ -38,7 +38,7 @@ from wspool.exceptions import (
     WebSocketProxyException,
     WebSocketTimeoutException,
 )
-from wspool.protocol.connection import ClientProtocol, ConnectionState
+from wspool.protocol.client_protocol import ClientProtocol, ProtocolState
 from wspool.protocol.events import (
     CloseReceived,
     EndOfStream,
@@ -228,7 +228,7 @@ class Session:
             ipaddress.ip_address(host)
         except ValueError:
             # Name resolution blocks: it runs on the resolver executor and reports back
-            # through the dispatcher's command queue (DESIGN.md invariant 6).
+            # through the dispatcher's command queue (docs/architecture.md invariants 6).
             future = self.resolver.submit(
                 socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP
             )
@@ -681,7 +681,7 @@ class Session:
         self._closed_by_user = True
         with self.send_lock:
             protocol = self.protocol
-            if protocol is not None and protocol.state is ConnectionState.OPEN:
+            if protocol is not None and protocol.state is ProtocolState.OPEN:
                 frame = protocol.send_close(code, reason)
                 self._outbox.append(frame)
                 self.schedule_flush()
@@ -708,7 +708,7 @@ class Session:
         )
         reason = protocol.close_reason if protocol else ""
         error = None
-        if protocol is None or protocol.state is not ConnectionState.CLOSED:
+        if protocol is None or protocol.state is not ProtocolState.CLOSED:
             error = WebSocketTimeoutException(
                 "no close frame from the server within "
                 f"close_timeout={self.options.close_timeout}s",
@@ -731,7 +731,7 @@ class Session:
         """Send a close frame if we can, then drop the socket at once."""
         with self.send_lock:
             protocol = self.protocol
-            if protocol is not None and protocol.state is ConnectionState.OPEN:
+            if protocol is not None and protocol.state is ProtocolState.OPEN:
                 self._outbox.append(protocol.send_close(code, reason))
         self._flush()
         self._finish(code, reason, error)

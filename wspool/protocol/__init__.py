@@ -4,7 +4,7 @@ Nothing here touches sockets, threads or clocks; the blocking client and the poo
 both drive these classes.
 """
 
-from wspool.protocol.connection import DEFAULT_MAX_SIZE, ClientProtocol, ConnectionState
+from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE, ClientProtocol, ProtocolState
 from wspool.protocol.deflate import DeflateOptions, PerMessageDeflate
 from wspool.protocol.events import (
     CloseReceived,
@@ -23,7 +23,6 @@ __all__ = [
     "ClientProtocol",
     "CloseCode",
     "CloseReceived",
-    "ConnectionState",
     "DeflateOptions",
     "EndOfStream",
     "Event",
@@ -34,4 +33,5 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "ProtocolState",
 ]

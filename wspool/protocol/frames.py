@@ -1,6 +1,6 @@
 """Frame-level vocabulary of RFC 6455: opcodes, close codes, header encoding.
 
-The incremental frame *parser* lives in :mod:`wspool.protocol.connection`, where it is
+The incremental frame *parser* lives in :mod:`wspool.protocol.client_protocol`, where it is
 fused with message assembly for speed; this module holds what both directions share.
 """
 

@@ -41,7 +41,7 @@ from wspool.protocol.frames import (
     encode_frame,
 )
 
-__all__ = ["DEFAULT_MAX_SIZE", "ClientProtocol", "ConnectionState"]
+__all__ = ["DEFAULT_MAX_SIZE", "ClientProtocol", "ProtocolState"]
 
 #: Default bound on frames, messages and decompressed messages: 16 MiB.
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
@@ -58,7 +58,7 @@ class _Utf8Decoder(Protocol):
     def decode(self, data: bytes, final: bool = False) -> str: ...
 
 
-class ConnectionState(Enum):
+class ProtocolState(Enum):
     """Where the closing handshake stands (RFC 6455 §7)."""
 
     OPEN = "open"
@@ -123,7 +123,7 @@ class ClientProtocol:
         self.auto_pong = auto_pong
         self._frame_events = frame_events
 
-        self.state = ConnectionState.OPEN
+        self.state = ProtocolState.OPEN
         #: The peer's close code and reason once its close frame arrived (1006 and ""
         #: when the stream ended without one).
         self.close_code: int | None = None
@@ -172,7 +172,7 @@ class ClientProtocol:
         """
         if not data:
             return self._receive_eof()
-        if self._failed or self.state is ConnectionState.CLOSED:
+        if self._failed or self.state is ProtocolState.CLOSED:
             return []  # RFC 6455 §5.5.1: nothing is processed after the close frame
         events: list[Event] = []
         buf: bytes | bytearray
@@ -449,7 +449,7 @@ class ClientProtocol:
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> bool:
         """Handle a ping, pong or close; True when it was the close frame."""
         if opcode == _PING:
-            if self.auto_pong and self.state is ConnectionState.OPEN:
+            if self.auto_pong and self.state is ProtocolState.OPEN:
                 self._outgoing.append(encode_frame(_PONG, payload))
             events.append(Ping(payload))
             return False
@@ -459,19 +459,19 @@ class ClientProtocol:
         code, reason = decode_close_payload(payload)
         self.close_code = code
         self.close_reason = reason
-        if self.state is ConnectionState.OPEN:
+        if self.state is ProtocolState.OPEN:
             # Echo the peer's code (RFC 6455 §5.5.1); "no code" is answered with none.
             reply_code = None if code == CloseCode.NO_STATUS_RCVD else code
             self._outgoing.append(encode_frame(_CLOSE, encode_close_payload(reply_code)))
-        self.state = ConnectionState.CLOSED
+        self.state = ProtocolState.CLOSED
         events.append(CloseReceived(code, reason, payload))
         return True
 
     def _receive_eof(self) -> list[Event]:
-        clean = self.state is ConnectionState.CLOSED and not self._failed
+        clean = self.state is ProtocolState.CLOSED and not self._failed
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL_CLOSURE
-        self.state = ConnectionState.CLOSED
+        self.state = ProtocolState.CLOSED
         self._buffer = bytearray()
         return [EndOfStream(clean)]
 
@@ -484,12 +484,12 @@ class ClientProtocol:
         event, so replies to the events before it can still be sent first.
         """
         self._failed = True
-        if self.state is ConnectionState.OPEN:
+        if self.state is ProtocolState.OPEN:
             reason = _truncate_utf8(exc.message, MAX_CONTROL_PAYLOAD - 2)
             self._outgoing.append(
                 encode_frame(_CLOSE, encode_close_payload(exc.close_code, reason))
             )
-            self.state = ConnectionState.CLOSING
+            self.state = ProtocolState.CLOSING
 
     def data_to_send(self) -> bytes:
         """Bytes the core produced on its own (pongs, close replies); empties the queue."""
@@ -502,7 +502,7 @@ class ClientProtocol:
     # -------------------------------------------------------------------- sending
 
     def _check_can_send(self) -> None:
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not ProtocolState.OPEN:
             raise WebSocketConnectionClosedException()
 
     def send_message(
@@ -605,9 +605,9 @@ class ClientProtocol:
         sent or a reason longer than 123 bytes in UTF-8.
         """
         payload = encode_close_payload(code, reason)
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not ProtocolState.OPEN:
             return b""
-        self.state = ConnectionState.CLOSING
+        self.state = ProtocolState.CLOSING
         return encode_frame(_CLOSE, payload)
 
 
