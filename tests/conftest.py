@@ -1,11 +1,14 @@
-"""Shared pytest fixtures: the scriptable WebSocket test server and TLS material."""
+"""Shared pytest fixtures: leak checks, the scriptable WebSocket test server and TLS
+material.  Plain helpers (waits, fd listings, a callback recorder, subprocesses) are in
+``helpers.py``."""
 
 from __future__ import annotations
 
+import gc
 import ssl
 import sys
 import threading
-import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,17 @@ from typing import Any
 import pytest
 import trustme
 
-sys.path.insert(0, str(Path(__file__).parent))  # lets tests `import wsserver` directly
+sys.path.insert(0, str(Path(__file__).parent))  # lets tests `import wsserver`, `helpers`
 
+from helpers import can_list_fds, fd_targets, wait_until
 from wsserver import ServerConnection, WSServer, echo_handler
 
 WSServerFactory = Callable[..., WSServer]
+
+
+#: Fixtures that check for leftovers at teardown: ``ws_server`` sets them up before
+#: itself, so they are torn down after its servers are stopped.
+LEAK_CHECKS = ("no_thread_leaks", "no_fd_leaks")
 
 
 @pytest.fixture
@@ -29,13 +38,34 @@ def no_thread_leaks() -> Iterator[None]:
     """
     before = set(threading.enumerate())
     yield
-    deadline = time.monotonic() + 2.0
     leaked = [t for t in threading.enumerate() if t not in before]
-    while leaked and time.monotonic() < deadline:
-        time.sleep(0.02)
-        leaked = [t for t in leaked if t.is_alive()]
-    if leaked:
-        pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
+    if not wait_until(lambda: not any(t.is_alive() for t in leaked), timeout=2.0, interval=0.02):
+        pytest.fail(f"test leaked threads: {[t.name for t in leaked if t.is_alive()]}")
+
+
+@pytest.fixture
+def no_fd_leaks() -> Iterator[None]:
+    """Fail the test if it leaves a file descriptor open that was not open before it,
+    or leaves a socket for the garbage collector to close (a ResourceWarning).
+
+    Descriptors are compared by target (see ``helpers.fd_targets``).  The test server
+    lives in this process too: its threads get 5 s to close their ends of connections
+    that just ended, and ``ws_server``'s servers are stopped before the check.  Skips
+    the test where ``/proc/self/fd`` does not exist.
+    """
+    if not can_list_fds():
+        pytest.skip("needs /proc/self/fd")
+    gc.collect()
+    before = fd_targets()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    if unclosed:
+        pytest.fail(f"sockets left to the garbage collector: {unclosed}")
+    if not wait_until(lambda: not fd_targets() - before, timeout=5.0):
+        pytest.fail(f"file descriptors leaked: {sorted(fd_targets() - before)}")
 
 
 @pytest.fixture
@@ -46,9 +76,10 @@ def ws_server(request: pytest.FixtureRequest) -> Iterator[WSServerFactory]:
     alive or a handler raised (pass ``check_errors=False`` to allow handler errors,
     for tests where the client misbehaves on purpose).
     """
-    if "no_thread_leaks" in request.fixturenames:
-        # set it up first so it is torn down last, after the servers are stopped
-        request.getfixturevalue("no_thread_leaks")
+    for name in LEAK_CHECKS:
+        if name in request.fixturenames:
+            # set it up first so it is torn down last, after the servers are stopped
+            request.getfixturevalue(name)
     servers: list[tuple[WSServer, bool]] = []
 
     def factory(

@@ -9,19 +9,16 @@ wait for something, they block on a queue or an event with a generous bound.
 from __future__ import annotations
 
 import base64
-import contextlib
-import gc
 import os
 import queue
 import socket
 import threading
-import time
-import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import run_in_thread, wait_locked
 from wsserver import (
     Frame,
     HandshakeAction,
@@ -69,44 +66,6 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Proxy variables of the machine must not redirect these tests' connections."""
     for name in [*PROXY_ENV, "no_proxy", "NO_PROXY"]:
         monkeypatch.delenv(name, raising=False)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@contextlib.contextmanager
-def no_fd_leak() -> Iterator[None]:
-    """Fail if the block leaves more file descriptors open than it found, or leaves a
-    socket for the garbage collector to close (a ResourceWarning)."""
-    if not os.path.isdir("/proc/self/fd"):
-        pytest.skip("needs /proc/self/fd")
-    gc.collect()
-    before = open_fds()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        yield
-        gc.collect()
-    leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
-    assert leaked == [], f"sockets left to the garbage collector: {leaked}"
-    # The test server lives in this process too: give its threads time to close
-    # their ends of connections that just ended.
-    assert _wait_until(lambda: open_fds() <= before), f"{open_fds() - before} fds leaked"
-
-
-def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, queue.Queue[Any]]:
-    """Run ``fn`` in a daemon thread; its result or exception lands in the queue."""
-    out: queue.Queue[Any] = queue.Queue()
-
-    def target() -> None:
-        try:
-            out.put(fn())
-        except BaseException as exc:  # handed to the test
-            out.put(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def recv_close_code(conn: ServerConnection) -> int | None:
@@ -458,16 +417,17 @@ def test_iteration_stops_at_close(ws_server: WSServerFactory) -> None:
         assert ws.close_reason == "done"
 
 
-def test_context_manager_closes_with_handshake(ws_server: WSServerFactory) -> None:
+def test_context_manager_closes_with_handshake(
+    ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
     """Leaving the block sends close 1000 and releases the socket (RFC 6455 §7.1.2)."""
     handler, out = serve_then_record_close(lambda conn: None)
     server = ws_server(handler)
-    with no_fd_leak():
-        with wspool.connect(server.url, timeout=WAIT) as ws:
-            assert ws.connected
-        assert out.get(timeout=WAIT) == 1000
-        assert ws.sock is None
-        assert not ws.connected
+    with wspool.connect(server.url, timeout=WAIT) as ws:
+        assert ws.connected
+    assert out.get(timeout=WAIT) == 1000
+    assert ws.sock is None
+    assert not ws.connected
 
 
 def test_close_sends_status_and_reason(ws_server: WSServerFactory) -> None:
@@ -504,49 +464,46 @@ def test_close_with_bytes_reason_and_invalid_code(ws_server: WSServerFactory) ->
     assert out.get(timeout=WAIT) == 1001
 
 
-def test_close_returns_when_server_never_answers(ws_server: WSServerFactory) -> None:
+def test_close_returns_when_server_never_answers(
+    ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
     """A server that ignores the close frame cannot make close() hang: it gives up
     after its timeout and closes the socket."""
     # the server reads (and ignores) the close frame until the client ends TCP
     server = ws_server(lambda conn: conn.wait_closed(WAIT))
-    with no_fd_leak():
-        ws = wspool.connect(server.url, timeout=WAIT, close_timeout=0.2)
-        thread, done = run_in_thread(ws.close)
-        thread.join(WAIT)
-        assert not thread.is_alive(), "close() did not return"
-        assert done.get_nowait() is None
-        assert ws.sock is None
-        ws2 = wspool.connect(server.url, timeout=WAIT)
-        thread, done = run_in_thread(lambda: ws2.close(timeout=0.1))
-        thread.join(WAIT)
-        assert not thread.is_alive()
-        assert ws2.sock is None
+    ws = wspool.connect(server.url, timeout=WAIT, close_timeout=0.2)
+    closing = run_in_thread(ws.close)
+    assert closing.outcome(WAIT, "close() did not return") is None
+    assert ws.sock is None
+    ws2 = wspool.connect(server.url, timeout=WAIT)
+    run_in_thread(lambda: ws2.close(timeout=0.1)).outcome(WAIT)
+    assert ws2.sock is None
 
 
-def test_abort_from_another_thread_unblocks_recv(ws_server: WSServerFactory) -> None:
+def test_abort_from_another_thread_unblocks_recv(
+    ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
     """abort() drops the connection at once; a recv blocked in another thread raises
     WebSocketConnectionClosedException."""
     server = ws_server(lambda conn: conn.wait_closed(WAIT))
-    with no_fd_leak():
-        ws = wspool.connect(server.url)  # no timeout: recv would block forever
-        started = threading.Event()
+    ws = wspool.connect(server.url)  # no timeout: recv would block forever
+    started = threading.Event()
 
-        def blocked_recv() -> object:
-            started.set()
-            return ws.recv()
+    def blocked_recv() -> object:
+        started.set()
+        return ws.recv()
 
-        thread, out = run_in_thread(blocked_recv)
-        started.wait(WAIT)
-        # recv must be inside the socket read before abort; the read lock proves it
-        assert wait_locked(ws._read_lock)
-        ws.abort()
-        thread.join(WAIT)
-        assert not thread.is_alive(), "abort() did not wake the blocked recv"
-        assert isinstance(out.get_nowait(), WebSocketConnectionClosedException)
-        assert ws.sock is None
-        with pytest.raises(WebSocketConnectionClosedException):
-            ws.send("x")
-        ws.abort()  # again: nothing happens
+    reader = run_in_thread(blocked_recv)
+    started.wait(WAIT)
+    # recv must be inside the socket read before abort; the read lock proves it
+    assert wait_locked(ws._read_lock, WAIT)
+    ws.abort()
+    result = reader.outcome(WAIT, "abort() did not wake the blocked recv")
+    assert isinstance(result, WebSocketConnectionClosedException)
+    assert ws.sock is None
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.send("x")
+    ws.abort()  # again: nothing happens
     assert WebSocket.shutdown is WebSocket.abort  # websocket-client's name
 
 
@@ -555,12 +512,10 @@ def test_close_from_another_thread_unblocks_recv(ws_server: WSServerFactory) -> 
     close reply, and both threads finish (RFC 6455 §7.1.2)."""
     server = ws_server()
     ws = wspool.connect(server.url)
-    thread, out = run_in_thread(ws.recv)
-    assert wait_locked(ws._read_lock)
+    reader = run_in_thread(ws.recv)
+    assert wait_locked(ws._read_lock, WAIT)
     ws.close(timeout=1.0)
-    thread.join(WAIT)
-    assert not thread.is_alive(), "close() left recv blocked"
-    result = out.get_nowait()
+    result = reader.outcome(WAIT, "close() left recv blocked")
     assert result == "" or isinstance(result, WebSocketConnectionClosedException)
     assert ws.sock is None
 
@@ -570,30 +525,11 @@ def test_close_from_another_thread_with_silent_server(ws_server: WSServerFactory
     the socket is closed and the reader wakes up too."""
     server = ws_server(lambda conn: conn.idle())
     ws = wspool.connect(server.url)
-    thread, out = run_in_thread(ws.recv)
-    assert wait_locked(ws._read_lock)
+    reader = run_in_thread(ws.recv)
+    assert wait_locked(ws._read_lock, WAIT)
     ws.close(timeout=0.1)
-    thread.join(WAIT)
-    assert not thread.is_alive(), "close() left recv blocked on a silent server"
-    assert isinstance(out.get_nowait(), WebSocketConnectionClosedException)
-
-
-def _wait_until(predicate: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
-def wait_locked(lock: Any) -> bool:
-    """Wait until another thread holds ``lock`` (and a moment more, so it has got from
-    taking the lock into the blocking socket call)."""
-    if not _wait_until(lock.locked):
-        return False
-    time.sleep(0.02)
-    return True
+    result = reader.outcome(WAIT, "close() left recv blocked on a silent server")
+    assert isinstance(result, WebSocketConnectionClosedException)
 
 
 def test_settimeout_raises_and_connection_stays_usable(ws_server: WSServerFactory) -> None:
@@ -626,21 +562,20 @@ def test_timeout_option_applies_to_reads(ws_server: WSServerFactory) -> None:
         assert ws.recv() == b"ok"
 
 
-def test_write_timeout_drops_the_connection(ws_server: WSServerFactory) -> None:
+def test_write_timeout_drops_the_connection(ws_server: WSServerFactory, no_fd_leaks: None) -> None:
     """A send that times out may have written part of a frame (and moved the
     compression context on): the connection is dropped rather than left corrupt."""
     stop = threading.Event()
     server = ws_server(lambda conn: stop.wait(WAIT))  # never reads
-    with no_fd_leak():
-        ws = wspool.connect(server.url, compression=None, timeout=0.2)
-        with pytest.raises(WebSocketTimeoutException) as info:
-            for _ in range(64):  # far more than the socket buffers hold
-                ws.send_binary(b"\x00" * MIB)
-        assert server.url in str(info.value)
-        assert ws.sock is None
-        with pytest.raises(WebSocketConnectionClosedException):
-            ws.send("after")
-        stop.set()
+    ws = wspool.connect(server.url, compression=None, timeout=0.2)
+    with pytest.raises(WebSocketTimeoutException) as info:
+        for _ in range(64):  # far more than the socket buffers hold
+            ws.send_binary(b"\x00" * MIB)
+    assert server.url in str(info.value)
+    assert ws.sock is None
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.send("after")
+    stop.set()
 
 
 def test_timeout_in_the_middle_of_a_message_loses_nothing(ws_server: WSServerFactory) -> None:
@@ -664,13 +599,14 @@ def test_timeout_in_the_middle_of_a_message_loses_nothing(ws_server: WSServerFac
         assert ws.recv() == "split message"
 
 
-def test_open_timeout_when_server_never_answers_the_upgrade(ws_server: WSServerFactory) -> None:
+def test_open_timeout_when_server_never_answers_the_upgrade(
+    ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
     """TCP is accepted but no handshake answer comes: open_timeout bounds the wait."""
     server = ws_server(handshake=lambda request: Response(action=HandshakeAction.SILENT))
-    with no_fd_leak():
-        with pytest.raises(WebSocketTimeoutException) as info:
-            wspool.connect(server.url, open_timeout=0.2)
-        assert server.url in str(info.value)
+    with pytest.raises(WebSocketTimeoutException) as info:
+        wspool.connect(server.url, open_timeout=0.2)
+    assert server.url in str(info.value)
 
 
 def test_open_timeout_covers_a_slow_trickling_answer(ws_server: WSServerFactory) -> None:
@@ -792,24 +728,24 @@ def test_bad_frame_fails_the_connection(
     data: bytes,
     exc_class: type[WebSocketProtocolException],
     code: int,
+    no_fd_leaks: None,
 ) -> None:
     """The core rejects the frame: recv raises the specific exception, the server gets
     a close frame with the matching code (RFC 6455 §7.1.7, §7.4.1) and the socket is
     released."""
     handler, out = serve_then_record_close(lambda conn: conn.send_raw(data))
     server = ws_server(handler)
-    with no_fd_leak():
-        ws = wspool.connect(server.url, compression=None, timeout=WAIT)
-        with pytest.raises(exc_class) as info:
-            ws.recv()
-        assert type(info.value) is exc_class
-        assert info.value.close_code == code
-        assert server.url in str(info.value)
-        assert out.get(timeout=WAIT) == code
-        assert ws.sock is None
-        with pytest.raises(WebSocketConnectionClosedException):
-            ws.recv()
-        ws.close()
+    ws = wspool.connect(server.url, compression=None, timeout=WAIT)
+    with pytest.raises(exc_class) as info:
+        ws.recv()
+    assert type(info.value) is exc_class
+    assert info.value.close_code == code
+    assert server.url in str(info.value)
+    assert out.get(timeout=WAIT) == code
+    assert ws.sock is None
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.recv()
+    ws.close()
 
 
 def test_messages_before_a_bad_frame_are_delivered(ws_server: WSServerFactory) -> None:
@@ -844,7 +780,7 @@ def test_rsv1_on_continuation_with_deflate_is_rejected(ws_server: WSServerFactor
     [(1000, ""), (1001, "going away"), (1011, "oops"), (3000, "app"), (4999, "ünï")],
 )
 def test_server_close_codes_are_reported(
-    ws_server: WSServerFactory, code: int, reason: str
+    ws_server: WSServerFactory, code: int, reason: str, no_fd_leaks: None
 ) -> None:
     """The server's close code and reason appear as close_status / close_reason; the
     client echoes the code (RFC 6455 §5.5.1) and the stream then ends."""
@@ -856,16 +792,15 @@ def test_server_close_codes_are_reported(
 
     seen, out = reporting(handler)
     server = ws_server(seen)
-    with no_fd_leak():
-        ws = wspool.connect(server.url, timeout=WAIT)
-        assert ws.recv() == ""
-        assert (ws.close_status, ws.close_reason) == (code, reason)
-        assert out.get(timeout=WAIT) == code
-        with pytest.raises(WebSocketConnectionClosedException):
-            ws.recv()
-        assert ws.sock is None
-        with pytest.raises(WebSocketConnectionClosedException):
-            ws.send("x")
+    ws = wspool.connect(server.url, timeout=WAIT)
+    assert ws.recv() == ""
+    assert (ws.close_status, ws.close_reason) == (code, reason)
+    assert out.get(timeout=WAIT) == code
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.recv()
+    assert ws.sock is None
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.send("x")
 
 
 def test_server_close_without_code_is_1005(ws_server: WSServerFactory) -> None:
@@ -887,7 +822,7 @@ def test_server_close_without_code_is_1005(ws_server: WSServerFactory) -> None:
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
-def test_server_drops_tcp(ws_server: WSServerFactory, how: str) -> None:
+def test_server_drops_tcp(ws_server: WSServerFactory, how: str, no_fd_leaks: None) -> None:
     """TCP ends without a close frame: WebSocketConnectionClosedException, status 1006."""
 
     def handler(conn: ServerConnection) -> None:
@@ -898,17 +833,16 @@ def test_server_drops_tcp(ws_server: WSServerFactory, how: str) -> None:
             conn.abort()
 
     server = ws_server(handler)
-    with no_fd_leak():
-        ws = wspool.connect(server.url, timeout=WAIT)
-        if how == "fin":
-            assert ws.recv() == "last words"
-        with pytest.raises(WebSocketConnectionClosedException) as info:
-            while True:
-                ws.recv()
-        assert server.url in str(info.value)
-        assert ws.close_status == 1006
-        assert ws.sock is None
-        ws.close()
+    ws = wspool.connect(server.url, timeout=WAIT)
+    if how == "fin":
+        assert ws.recv() == "last words"
+    with pytest.raises(WebSocketConnectionClosedException) as info:
+        while True:
+            ws.recv()
+    assert server.url in str(info.value)
+    assert ws.close_status == 1006
+    assert ws.sock is None
+    ws.close()
 
 
 def test_iteration_ends_when_tcp_drops(ws_server: WSServerFactory) -> None:
@@ -1103,19 +1037,18 @@ def test_large_and_fragmented_compressed_messages(ws_server: WSServerFactory) ->
         assert ws.recv() == "".join(pieces)
 
 
-def test_max_size_bounds_decompression(ws_server: WSServerFactory) -> None:
+def test_max_size_bounds_decompression(ws_server: WSServerFactory, no_fd_leaks: None) -> None:
     """A small compressed frame that inflates past max_size is refused with 1009
     (RFC 7692 §8.1: bound the memory decompression uses)."""
     bomb = b"\x00" * (4 * MIB)
     handler, out = serve_then_record_close(lambda conn: conn.send_message(bomb))
     server = ws_server(handler)
-    with no_fd_leak():
-        ws = wspool.connect(server.url, max_size=MIB, timeout=WAIT)
-        with pytest.raises(WebSocketMessageTooBigException) as info:
-            ws.recv()
-        assert info.value.close_code == 1009
-        assert out.get(timeout=WAIT) == 1009
-        ws.close()
+    ws = wspool.connect(server.url, max_size=MIB, timeout=WAIT)
+    with pytest.raises(WebSocketMessageTooBigException) as info:
+        ws.recv()
+    assert info.value.close_code == 1009
+    assert out.get(timeout=WAIT) == 1009
+    ws.close()
 
 
 def test_compressed_message_within_max_size(ws_server: WSServerFactory) -> None:
@@ -1234,12 +1167,14 @@ def test_basic_auth_from_url(ws_server: WSServerFactory) -> None:
     assert server.requests[0].get("Authorization") == expected
 
 
-def test_bad_status_exception_has_status_headers_and_body(ws_server: WSServerFactory) -> None:
+def test_bad_status_exception_has_status_headers_and_body(
+    ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
     """A non-101 answer: WebSocketBadStatusException with status, headers and a body
     excerpt, naming the URL without credentials (RFC 6455 §4.1 step 5)."""
     body = b"go away: " + b"x" * 10_000
     server = ws_server(handshake=lambda request: refuse(403, body, [("X-Why", "banned")]))
-    with no_fd_leak(), pytest.raises(WebSocketBadStatusException) as info:
+    with pytest.raises(WebSocketBadStatusException) as info:
         wspool.connect(f"ws://bob:hunter2@127.0.0.1:{server.port}/x", timeout=WAIT)
     exc = info.value
     assert exc.status_code == 403
@@ -1319,11 +1254,11 @@ def test_http_scheme_in_location(ws_server: WSServerFactory) -> None:
         assert ws.url.startswith("ws://")
 
 
-def test_redirect_limit_exceeded(ws_server: WSServerFactory) -> None:
+def test_redirect_limit_exceeded(ws_server: WSServerFactory, no_fd_leaks: None) -> None:
     """More redirects than redirect_limit: WebSocketRedirectException naming the URL."""
     server = ws_server()
     server.handshake = lambda r: redirect(f"/hop{len(server.requests)}", 302)
-    with no_fd_leak(), pytest.raises(WebSocketRedirectException) as info:
+    with pytest.raises(WebSocketRedirectException) as info:
         wspool.connect(server.url, redirect_limit=2, timeout=WAIT)
     assert len(server.requests) == 3
     assert f"127.0.0.1:{server.port}" in str(info.value)
@@ -1428,12 +1363,12 @@ BROKEN_ANSWERS: dict[str, Callable[[Request, Response], object]] = {
 
 @pytest.mark.parametrize("edit", BROKEN_ANSWERS.values(), ids=BROKEN_ANSWERS.keys())
 def test_broken_101_answer_is_refused(
-    ws_server: WSServerFactory, edit: Callable[[Request, Response], object]
+    ws_server: WSServerFactory, edit: Callable[[Request, Response], object], no_fd_leaks: None
 ) -> None:
     """A 101 that does not complete a valid handshake: WebSocketHandshakeException
     naming the URL (without credentials), and the socket is closed."""
     server = ws_server(handshake=_break(edit))
-    with no_fd_leak(), pytest.raises(WebSocketHandshakeException) as info:
+    with pytest.raises(WebSocketHandshakeException) as info:
         wspool.connect(f"ws://me:topsecret@127.0.0.1:{server.port}/p", timeout=WAIT)
     assert f"127.0.0.1:{server.port}/p" in str(info.value)
     assert "topsecret" not in str(info.value)
@@ -1576,12 +1511,12 @@ INVALID_OPTIONS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("options", INVALID_OPTIONS, ids=lambda o: ",".join(map(str, o.items())))
 def test_invalid_options_fail_before_connecting(
-    ws_server: WSServerFactory, options: dict[str, Any]
+    ws_server: WSServerFactory, options: dict[str, Any], no_fd_leaks: None
 ) -> None:
     """An unusable option raises WebSocketConfigurationException (also a ValueError)
     naming the URL without credentials, before anything is sent to the server."""
     server = ws_server()
-    with no_fd_leak(), pytest.raises(WebSocketConfigurationException) as info:
+    with pytest.raises(WebSocketConfigurationException) as info:
         wspool.connect(f"ws://user:pa55@127.0.0.1:{server.port}/", **options)
     assert isinstance(info.value, ValueError)
     assert f"ws://127.0.0.1:{server.port}/" in str(info.value)
@@ -1606,39 +1541,38 @@ def test_timeout_zero_means_non_blocking(ws_server: WSServerFactory) -> None:
 
 
 def test_concurrent_senders_and_one_reader(
-    ws_server: WSServerFactory, no_thread_leaks: None
+    ws_server: WSServerFactory, no_thread_leaks: None, no_fd_leaks: None
 ) -> None:
     """One thread blocked in recv while 8 threads send: every message arrives intact,
     each sender's messages in order (frames never interleave, compression stays in
     step)."""
     senders, per_sender = 8, 60
     server = ws_server()
-    with no_fd_leak():
-        ws = wspool.connect(server.url, timeout=WAIT)
-        received: list[str | bytes] = []
+    ws = wspool.connect(server.url, timeout=WAIT)
+    received: list[str | bytes] = []
 
-        def reader() -> None:
-            for _ in range(senders * per_sender):
-                received.append(ws.recv())
+    def reader() -> None:
+        for _ in range(senders * per_sender):
+            received.append(ws.recv())
 
-        def sender(n: int) -> None:
-            for i in range(per_sender):
-                # every third message is big enough to be compressed
-                ws.send(f"{n}:{i}:" + ("p" * 2000 if i % 3 == 0 else ""))
+    def sender(n: int) -> None:
+        for i in range(per_sender):
+            # every third message is big enough to be compressed
+            ws.send(f"{n}:{i}:" + ("p" * 2000 if i % 3 == 0 else ""))
 
-        threads = [threading.Thread(target=reader)]
-        threads += [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT * 2)
-        assert not any(t.is_alive() for t in threads)
-        assert len(received) == senders * per_sender
-        order: dict[str, list[int]] = {}
-        for message in received:
-            assert isinstance(message, str)
-            n, i, pad = message.split(":")
-            assert pad in ("", "p" * 2000)
-            order.setdefault(n, []).append(int(i))
-        assert order == {str(n): list(range(per_sender)) for n in range(senders)}
-        ws.close()
+    threads = [threading.Thread(target=reader)]
+    threads += [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 2)
+    assert not any(t.is_alive() for t in threads)
+    assert len(received) == senders * per_sender
+    order: dict[str, list[int]] = {}
+    for message in received:
+        assert isinstance(message, str)
+        n, i, pad = message.split(":")
+        assert pad in ("", "p" * 2000)
+        order.setdefault(n, []).append(int(i))
+    assert order == {str(n): list(range(per_sender)) for n in range(senders)}
+    ws.close()

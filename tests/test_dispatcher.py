@@ -7,17 +7,13 @@ mocks, no timing assertions (deadlines only bound how long a broken build hangs)
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import open_fds, run_python
 
 from wspool.exceptions import DispatcherStoppedError, WebSocketTimeoutException
 from wspool.pool.dispatcher import Dispatcher, TimerHandle
@@ -31,10 +27,6 @@ def dispatcher() -> Iterator[Dispatcher]:
     d.start()
     yield d
     d.stop(WAIT)
-
-
-def _fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -357,10 +349,10 @@ def test_reader_exception_is_logged_and_the_loop_survives(
 
 
 def test_stop_runs_pending_commands_joins_and_closes_fds() -> None:
-    before = _fd_count()
+    before = open_fds()
     d = Dispatcher(name="stop-test")
     d.start()
-    assert _fd_count() > before  # selector and wake-up pair exist while running
+    assert open_fds() > before  # selector and wake-up pair exist while running
     gate = threading.Event()
     ran: list[int] = []
     d.call_soon(gate.wait, WAIT)
@@ -370,7 +362,7 @@ def test_stop_runs_pending_commands_joins_and_closes_fds() -> None:
     d.stop(WAIT)
     assert ran == list(range(10))
     assert not any(t.name == "stop-test" for t in threading.enumerate())
-    assert _fd_count() == before
+    assert open_fds() == before
     d.stop(WAIT)  # idempotent
     with pytest.raises(DispatcherStoppedError):
         d.call_soon(ran.append, 99)
@@ -399,32 +391,25 @@ def test_stop_before_start_is_a_no_op() -> None:
         d.call_soon(print)
 
 
-def test_interpreter_exit_stops_a_live_dispatcher(tmp_path: Path) -> None:
+def test_interpreter_exit_stops_a_live_dispatcher() -> None:
     """No stop(), no join: the exit hook runs queued work and the process exits 0."""
-    script = tmp_path / "exit_test.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import socket, sys
-            from wspool.pool.dispatcher import Dispatcher
+    proc = run_python(
+        """
+        import socket, sys
+        from wspool.pool.dispatcher import Dispatcher
 
-            d = Dispatcher(name="exit-test")
-            a, b = socket.socketpair()
+        d = Dispatcher(name="exit-test")
+        a, b = socket.socketpair()
 
-            def later():
-                d.call_later(3600, print, "never")  # a pending timer must not hold exit
-                d.add_reader(a, lambda: None)       # nor a registered socket
+        def later():
+            d.call_later(3600, print, "never")  # a pending timer must not hold exit
+            d.add_reader(a, lambda: None)       # nor a registered socket
 
-            d.call_soon(later)
-            d.call_soon(lambda: print("queued work ran", flush=True))
-            print("main done", flush=True)
-            """
-        )
-    )
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=str(root))
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, env=env
+        d.call_soon(later)
+        d.call_soon(lambda: print("queued work ran", flush=True))
+        print("main done", flush=True)
+        """,
+        timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
     assert "queued work ran" in proc.stdout

@@ -7,39 +7,25 @@ lines a reader of the README would expect.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
+from helpers import ROOT, python_env, run_python
 from wsserver import Opcode, PeerClosed, ServerConnection, WSServer
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 WSServerFactory = Callable[..., WSServer]
-
-
-def _env() -> dict[str, str]:
-    # The checkout's wspool, installed or not; plain output (no colours, no buffering).
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+#: The checkout's wspool, installed or not, and not tests/: an example finds the demo
+#: server (tests/wsserver.py) by itself, as it must when a reader runs it.
+CHECKOUT_ONLY = (ROOT,)
 
 
 def run_example(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=_env(),
-    )
+    return run_python(EXAMPLES / name, *args, timeout=timeout, pythonpath=CHECKOUT_ONLY)
 
 
 def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
@@ -99,7 +85,7 @@ def test_fanin_demo_ctrl_c_closes_every_feed_cleanly() -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env=_env(),
+        env=python_env(pythonpath=CHECKOUT_ONLY),
         preexec_fn=_default_sigint,
     )
     try:

@@ -1,8 +1,13 @@
-"""Tests of the sans-I/O opening handshake (RFC 6455 §4, RFC 7692 §5)."""
+"""Tests of the sans-I/O opening handshake (RFC 6455 §4, RFC 7692 §5): the request,
+the validation of the answer and the ClientHandshake state machine.
+
+The HTTP head parser has its tests in test_http_head.py, the header grammar in
+test_headers.py."""
 
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import socket
 import threading
@@ -18,17 +23,22 @@ from wspool.exceptions import (
 )
 from wspool.protocol.deflate import DeflateOptions, PerMessageDeflate
 from wspool.protocol.handshake import (
+    BODY_EXCERPT_LIMIT,
+    REDIRECT_STATUSES,
+    REJECTION_BODY_WAIT,
+    Accepted,
+    ClientHandshake,
     HandshakeRequest,
-    HandshakeResponse,
-    ResponseParser,
+    HandshakeState,
+    Redirect,
+    Rejected,
     accept_key,
     bad_status_error,
     build_request,
     generate_key,
-    is_redirect,
-    parse_extensions,
     validate_response,
 )
+from wspool.protocol.http import ResponseHead, ResponseHeadParser
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the RFC 6455 §1.3 sample key
 ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -361,7 +371,7 @@ def test_extensions_header_conflicts_with_deflate_option() -> None:
     assert request(header={"Sec-WebSocket-Extensions": "x-foo"}).extension_offer == "x-foo"
 
 
-# --------------------------------------------------------------------- parser
+# ----------------------------------------------------------------- validation
 
 RESPONSE = (
     b"HTTP/1.1 101 Switching Protocols\r\n"
@@ -375,177 +385,10 @@ RESPONSE = (
 FRAME = b"\x81\x05hello"
 
 
-def test_parse_response_in_one_chunk_with_leftover_frame() -> None:
-    parser = ResponseParser()
-    response = parser.feed(RESPONSE + FRAME)
-    assert response is not None
-    assert (response.http_version, response.status, response.reason) == (
-        "HTTP/1.1",
-        101,
-        "Switching Protocols",
-    )
-    assert response.headers == [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", ACCEPT),
-        ("X-Custom", "padded value"),
-        ("x-custom", "second"),
-    ]
-    assert parser.leftover == FRAME
-    assert parser.response is response
-
-
-def test_parse_response_byte_by_byte_matches_one_chunk() -> None:
-    parser = ResponseParser()
-    data = RESPONSE + FRAME
-    results = [parser.feed(data[i : i + 1]) for i in range(len(data))]
-    complete_at = len(RESPONSE) - 1
-    assert all(result is None for result in results[:complete_at])
-    assert results[complete_at] == ResponseParser().feed(RESPONSE)
-    assert all(result is results[complete_at] for result in results[complete_at:])
-    assert parser.leftover == FRAME
-
-
-def test_get_and_get_all_are_case_insensitive() -> None:
-    response = ResponseParser().feed(RESPONSE)
-    assert response is not None
-    assert response.get("UPGRADE") == "websocket"
-    assert response.get_all("X-CUSTOM") == ["padded value", "second"]
-    assert response.get("x-Custom") == "padded value, second"
-    assert response.get("Missing") is None
-    assert response.get_all("Missing") == []
-
-
-def test_bare_lf_line_endings_tolerated_rfc7230_3_5() -> None:
-    response = ResponseParser().feed(b"HTTP/1.1 101 OK\nUpgrade: websocket\r\nA: b\n\nrest")
-    assert response is not None
-    assert response.headers == [("Upgrade", "websocket"), ("A", "b")]
-
-
-def test_leftover_after_lf_only_terminator() -> None:
-    parser = ResponseParser()
-    assert parser.feed(b"HTTP/1.1 200 OK\n\n{}") is not None
-    assert parser.leftover == b"{}"
-
-
-@pytest.mark.parametrize(
-    ("line", "reason"),
-    [(b"HTTP/1.1 101", ""), (b"HTTP/1.1 101 ", ""), (b"HTTP/1.0 404 Not  Found", "Not  Found")],
-)
-def test_status_line_reason_may_be_empty(line: bytes, reason: str) -> None:
-    response = ResponseParser().feed(line + b"\r\n\r\n")
-    assert response is not None
-    assert response.reason == reason
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        b"HTTP/2 101 Switching Protocols",
-        b"HTTP/2.0 101 Switching Protocols",
-        b"HTTP/1.2 101 Switching Protocols",
-        b"HTTP/1.1 1010 Switching",
-        b"HTTP/1.1 10 Switching",
-        b"HTTP/1.1  101 Switching",
-        b"HTTP/1.1 abc Switching",
-        b"HTTP/1.1",
-        b"HTTP/1.1 101 Bad\x00Reason",
-    ],
-)
-def test_malformed_status_line_rejected(line: bytes) -> None:
-    with pytest.raises(WebSocketHandshakeException, match=r"status line|HTTP version"):
-        ResponseParser().feed(line + b"\r\n\r\n")
-
-
-@pytest.mark.parametrize("data", [b"\x15\x03\x01\x00\x02", b"SSH-2.0-OpenSSH", b"http/1.1 101"])
-def test_non_http_peer_fails_fast_without_a_newline(data: bytes) -> None:
-    with pytest.raises(WebSocketHandshakeException, match="does not start with an HTTP status"):
-        ResponseParser().feed(data)
-
-
-def test_non_http_prefix_detected_byte_by_byte() -> None:
-    parser = ResponseParser()
-    assert parser.feed(b"H") is None
-    assert parser.feed(b"T") is None
-    with pytest.raises(WebSocketHandshakeException, match="does not start"):
-        parser.feed(b"X")
-
-
-@pytest.mark.parametrize(
-    ("line", "match"),
-    [
-        (b"Upgrade : websocket", "no space before the colon"),
-        (b"No colon", "expected 'name: value'"),
-        (b": empty name", "expected 'name: value'"),
-        (b"Bad(Name): x", "expected 'name: value'"),
-        (b" folded continuation", "obsolete line folding"),
-        (b"\tfolded continuation", "obsolete line folding"),
-        (b"X-A: nul\x00", "control character"),
-        (b"X-A: bare\rcr", "bare CR"),
-    ],
-)
-def test_malformed_header_line_rejected(line: bytes, match: str) -> None:
-    with pytest.raises(WebSocketHandshakeException, match=match):
-        ResponseParser().feed(b"HTTP/1.1 101 Switching Protocols\r\nA: b\r\n" + line + b"\r\n\r\n")
-
-
-def test_header_byte_limit_exact_fits_and_one_more_fails() -> None:
-    status = b"HTTP/1.1 101 OK\r\n"
-    pad = b"X: " + b"a" * (64 - len(status) - 2 - 5) + b"\r\n"
-    block = status + pad + b"\r\n"
-    assert len(block) == 64
-    parser = ResponseParser(max_header_bytes=64)
-    assert parser.feed(block + b"leftover does not count" * 10) is not None
-    with pytest.raises(WebSocketHandshakeException, match="response headers exceed 63 bytes"):
-        ResponseParser(max_header_bytes=63).feed(block)
-
-
-def test_header_byte_limit_default_message() -> None:
-    parser = ResponseParser()
-    parser.feed(b"HTTP/1.1 101 OK\r\n")
-    with pytest.raises(WebSocketHandshakeException, match="response headers exceed 65536 bytes"):
-        parser.feed(b"X: " + b"a" * 70000 + b"\r\n")
-
-
-def test_header_byte_limit_applies_to_an_endless_line() -> None:
-    parser = ResponseParser(max_header_bytes=1000)
-    parser.feed(b"HTTP/1.1 101 OK\r\nX: ")
-    with pytest.raises(WebSocketHandshakeException, match="exceed 1000 bytes"):
-        for _ in range(200):
-            parser.feed(b"aaaaaaaa")
-
-
-def test_header_count_limit() -> None:
-    fields = b"".join(b"H%d: v\r\n" % i for i in range(5))
-    response = ResponseParser(max_headers=5).feed(b"HTTP/1.1 101 OK\r\n" + fields + b"\r\n")
-    assert response is not None
-    assert len(response.headers) == 5
-    with pytest.raises(WebSocketHandshakeException, match="more than 4 header fields"):
-        ResponseParser(max_headers=4).feed(b"HTTP/1.1 101 OK\r\n" + fields + b"\r\n")
-
-
-def test_end_of_stream_before_complete_head() -> None:
-    parser = ResponseParser()
-    parser.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: web")
-    with pytest.raises(WebSocketHandshakeException, match="received 46 bytes"):
-        parser.feed(b"")
-
-
-def test_data_after_completion_goes_to_leftover() -> None:
-    parser = ResponseParser()
-    response = parser.feed(RESPONSE + b"\x81")
-    assert parser.feed(b"\x05hello") is response
-    assert parser.feed(b"") is response
-    assert parser.leftover == FRAME
-
-
-# ----------------------------------------------------------------- validation
-
-
 def response_of(
     *headers: tuple[str, str], status: int = 101, version: str = "HTTP/1.1"
-) -> HandshakeResponse:
-    return HandshakeResponse(status, "Switching Protocols", version, list(headers))
+) -> ResponseHead:
+    return ResponseHead(status, "Switching Protocols", version, list(headers))
 
 
 GOOD = (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", ACCEPT))
@@ -566,7 +409,7 @@ def test_valid_response_rfc6455_4_1() -> None:
 
 
 def test_validate_parsed_response_end_to_end() -> None:
-    parser = ResponseParser()
+    parser = ResponseHeadParser()
     response = parser.feed(RESPONSE)
     assert response is not None
     assert validate_response(request(), response, max_size=1024).status == 101
@@ -574,7 +417,7 @@ def test_validate_parsed_response_end_to_end() -> None:
 
 @pytest.mark.parametrize("status", [200, 301, 400, 403, 426, 500])
 def test_non_101_raises_bad_status(status: int) -> None:
-    response = HandshakeResponse(status, "Whatever", "HTTP/1.1", [("Location", "/x"), ("A", "b")])
+    response = ResponseHead(status, "Whatever", "HTTP/1.1", [("Location", "/x"), ("A", "b")])
     with pytest.raises(WebSocketBadStatusException) as info:
         validate_response(request(), response, max_size=None)
     assert info.value.status_code == status
@@ -585,35 +428,15 @@ def test_non_101_raises_bad_status(status: int) -> None:
 
 
 def test_bad_status_error_message_and_body() -> None:
-    response = HandshakeResponse(403, "Forbidden", "HTTP/1.1", [("Content-Length", "6")])
+    response = ResponseHead(403, "Forbidden", "HTTP/1.1", [("Content-Length", "6")])
     error = bad_status_error(response, b"denied")
     assert isinstance(error, WebSocketHandshakeException)
     assert str(error) == "Handshake status 403 Forbidden: server refused the WebSocket upgrade"
     assert error.status_code == 403
     assert error.resp_body == b"denied"
     assert error.headers == [("Content-Length", "6")]
-    no_reason = bad_status_error(HandshakeResponse(500, "", "HTTP/1.1", []))
+    no_reason = bad_status_error(ResponseHead(500, "", "HTTP/1.1", []))
     assert str(no_reason).startswith("Handshake status 500: ")
-
-
-@pytest.mark.parametrize(
-    ("status", "headers", "expected"),
-    [
-        (301, [("Location", "ws://a/")], True),
-        (302, [("location", "/b")], True),
-        (303, [("Location", "/c")], True),
-        (307, [("Location", "/d")], True),
-        (308, [("Location", "/e")], True),
-        (302, [], False),
-        (302, [("Location", "")], False),
-        (300, [("Location", "/f")], False),
-        (304, [("Location", "/g")], False),
-        (200, [("Location", "/h")], False),
-        (101, [("Location", "/i")], False),
-    ],
-)
-def test_is_redirect(status: int, headers: list[tuple[str, str]], expected: bool) -> None:
-    assert is_redirect(HandshakeResponse(status, "", "HTTP/1.1", headers)) is expected
 
 
 def test_101_over_http_1_0_rejected() -> None:
@@ -805,65 +628,379 @@ def test_real_deflate_options_reject_bad_params_rfc7692_7_1() -> None:
         )
 
 
-# ----------------------------------------------------------------- extensions
+# ------------------------------------------------------------ ClientHandshake
+
+
+def client(**kwargs: Any) -> ClientHandshake:
+    """A handshake for ``request()`` whose request bytes were already taken."""
+    hs = ClientHandshake(request(), max_size=None, **kwargs)
+    hs.data_to_send()
+    return hs
+
+
+def refusal(status: int, reason: str, *headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason}", *headers, "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def rejected(event: object) -> WebSocketBadStatusException:
+    assert isinstance(event, Rejected)
+    return event.error
+
+
+def test_policy_constants() -> None:
+    assert BODY_EXCERPT_LIMIT == 4096
+    assert REJECTION_BODY_WAIT == 1.0
+    assert frozenset({301, 302, 303, 307, 308}) == REDIRECT_STATUSES
+
+
+def test_data_to_send_gives_the_request_once_rfc6455_4_1() -> None:
+    req = request()
+    hs = ClientHandshake(req, max_size=None)
+    assert hs.request is req
+    assert hs.state is HandshakeState.CONNECTING
+    assert hs.data_to_send() == req.to_bytes()
+    assert hs.data_to_send() == b""
+    hs.receive_data(RESPONSE)
+    assert hs.data_to_send() == b""
+
+
+def test_accepted_with_leftover_frames_rfc6455_4_2_2() -> None:
+    hs = client()
+    event = hs.receive_data(RESPONSE + FRAME + FRAME)
+    assert isinstance(event, Accepted)
+    assert event.leftover == FRAME + FRAME
+    assert event.result.status == 101
+    assert event.result.subprotocol is None
+    assert ("x-custom", "second") in event.result.headers
+    assert hs.state is HandshakeState.ACCEPTED
+    assert hs.response is not None
+    assert hs.response.status == 101
+
+
+def test_accepted_negotiates_subprotocol_and_deflate_rfc6455_4_1_rfc7692_5() -> None:
+    req = request(subprotocols=["chat", "superchat"], deflate=DeflateOptions())
+    hs = ClientHandshake(req, max_size=1 << 16)
+    answer = RESPONSE[:-2] + (
+        b"Sec-WebSocket-Protocol: superchat\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
+    )
+    event = hs.receive_data(answer)
+    assert isinstance(event, Accepted)
+    assert event.result.subprotocol == "superchat"
+    assert event.result.extensions == ["permessage-deflate"]
+    assert isinstance(event.result.deflate, PerMessageDeflate)
+    assert event.result.deflate.max_size == 1 << 16
+    assert event.leftover == b""
+
+
+def test_accepted_response_split_byte_by_byte() -> None:
+    hs = client()
+    data = RESPONSE
+    events = [hs.receive_data(data[i : i + 1]) for i in range(len(data))]
+    assert all(event is None for event in events[:-1])
+    assert hs.state is HandshakeState.ACCEPTED
+    last = events[-1]
+    assert isinstance(last, Accepted)
+    assert last.leftover == b""
+
+
+def test_interim_1xx_skipped_before_101_rfc9110_15_2() -> None:
+    hs = client()
+    data = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </app.js>; rel=preload\r\n\r\n" + RESPONSE + FRAME
+    )
+    event = None
+    position = 0
+    while event is None:  # in 7-byte chunks: heads and their ends straddle reads
+        event = hs.receive_data(data[position : position + 7])
+        position += 7
+    assert isinstance(event, Accepted)
+    assert hs.response is not None
+    assert hs.response.status == 101
+    assert event.leftover + data[position:] == FRAME
+
+
+def test_interim_1xx_skipped_before_a_refusal_rfc9110_15_2() -> None:
+    hs = client()
+    event = hs.receive_data(
+        b"HTTP/1.1 100 Continue\r\n\r\n" + refusal(403, "Forbidden", "Content-Length: 2") + b"no"
+    )
+    assert rejected(event).status_code == 403
+    assert rejected(event).resp_body == b"no"
+
+
+@pytest.mark.parametrize("status", sorted(REDIRECT_STATUSES))
+@pytest.mark.parametrize("location", ["wss://other.example:8443/ws?x=1", "/elsewhere", "next"])
+def test_redirect_at_once_without_reading_the_body(status: int, location: str) -> None:
+    """RFC 6455 §4.1: the client may follow 3xx redirects; the body is not awaited."""
+    hs = client()
+    head = refusal(status, "Moved", f"Location: {location}", "Content-Length: 100")
+    event = hs.receive_data(head + b"<html>")
+    assert isinstance(event, Redirect)
+    assert event.status == status
+    assert event.location == location
+    assert event.response.get("Content-Length") == "100"
+    assert hs.state is HandshakeState.REDIRECTED
+    with pytest.raises(RuntimeError, match="'redirected'"):
+        hs.receive_data(b"rest of the body")
+
+
+def test_redirect_split_byte_by_byte() -> None:
+    hs = client()
+    data = refusal(307, "Temporary Redirect", "Location: /b")
+    events = [hs.receive_data(data[i : i + 1]) for i in range(len(data))]
+    assert all(event is None for event in events[:-1])
+    assert events[-1] == Redirect(
+        307, "/b", ResponseHead(307, "Temporary Redirect", "HTTP/1.1", [("Location", "/b")])
+    )
 
 
 @pytest.mark.parametrize(
-    ("values", "expected"),
+    ("status", "headers"),
     [
-        ([], []),
-        ([""], []),
-        ([" , ,"], []),
-        (["permessage-deflate"], [("permessage-deflate", [])]),
-        (
-            ["permessage-deflate; client_max_window_bits; server_max_window_bits=10"],
-            [
-                (
-                    "permessage-deflate",
-                    [("client_max_window_bits", None), ("server_max_window_bits", "10")],
-                )
-            ],
-        ),
-        (['a; b="10"'], [("a", [("b", "10")])]),
-        (['a; b="1\\0"'], [("a", [("b", "10")])]),
-        (["a ;b = 1 ; c\t,\tb"], [("a", [("b", "1"), ("c", None)]), ("b", [])]),
-        (["a, b", "c;d=e"], [("a", []), ("b", []), ("c", [("d", "e")])]),
-        (["a,,b,"], [("a", []), ("b", [])]),
-        (["Foo; Bar=Baz"], [("Foo", [("Bar", "Baz")])]),
+        (302, ["Content-Length: 4"]),
+        (301, ["Location: ", "Content-Length: 4"]),
+        (300, ["Location: /choice", "Content-Length: 4"]),
+        (200, ["Location: /ok", "Content-Length: 4"]),
     ],
 )
-def test_parse_extensions_grammar_rfc6455_9_1(
-    values: list[str], expected: list[tuple[str, list[tuple[str, str | None]]]]
-) -> None:
-    assert parse_extensions(values) == expected
+def test_no_usable_redirect_is_a_rejection_with_body(status: int, headers: list[str]) -> None:
+    hs = client()
+    assert hs.receive_data(refusal(status, "X", *headers)) is None
+    assert hs.state is HandshakeState.READING_BODY
+    error = rejected(hs.receive_data(b"body"))
+    assert error.status_code == status
+    assert error.resp_body == b"body"
+    assert hs.state is HandshakeState.REJECTED
+
+
+def test_rejected_with_content_length_body_in_one_chunk() -> None:
+    hs = client()
+    head = refusal(403, "Forbidden", "Content-Length: 6", "X-Reason: policy")
+    event = hs.receive_data(head + b"denied")
+    assert hs.state is HandshakeState.REJECTED
+    error = rejected(event)
+    assert isinstance(error, WebSocketHandshakeException)
+    assert str(error) == "Handshake status 403 Forbidden: server refused the WebSocket upgrade"
+    assert error.status_code == 403
+    assert error.resp_body == b"denied"
+    assert error.headers == [("Content-Length", "6"), ("X-Reason", "policy")]
+    assert error.resp_headers["x-reason"] == "policy"
+
+
+def test_rejected_body_split_across_chunks() -> None:
+    hs = client()
+    assert hs.receive_data(refusal(500, "Internal Server Error", "Content-Length: 10")) is None
+    assert hs.state is HandshakeState.READING_BODY
+    assert hs.receive_data(b"0123") is None
+    assert hs.receive_data(b"456") is None
+    error = rejected(hs.receive_data(b"789 and the next response"))
+    assert error.resp_body == b"0123456789"
+
+
+def test_rejected_body_byte_by_byte() -> None:
+    hs = client()
+    data = refusal(404, "Not Found", "Content-Length: 3") + b"abc"
+    events = [hs.receive_data(data[i : i + 1]) for i in range(len(data))]
+    assert all(event is None for event in events[:-1])
+    assert rejected(events[-1]).resp_body == b"abc"
+
+
+def test_rejected_body_longer_than_the_limit_is_cut() -> None:
+    hs = client(body_limit=10)
+    assert hs.receive_data(refusal(400, "Bad Request", "Content-Length: 100") + b"01234") is None
+    error = rejected(hs.receive_data(b"56789" + b"x" * 85))
+    assert error.resp_body == b"0123456789"
+
+
+def test_default_body_limit_is_the_excerpt_limit() -> None:
+    hs = client()
+    head = refusal(503, "Service Unavailable", "Content-Length: 10000")
+    error = rejected(hs.receive_data(head + b"a" * 5000))
+    assert error.resp_body == b"a" * BODY_EXCERPT_LIMIT
+
+
+def test_rejected_body_shorter_than_content_length_then_end_of_stream() -> None:
+    hs = client()
+    assert hs.receive_data(refusal(403, "Forbidden", "Content-Length: 100") + b"part") is None
+    error = rejected(hs.receive_data(b""))
+    assert error.resp_body == b"part"
+    assert hs.state is HandshakeState.REJECTED
+
+
+def test_rejected_without_content_length_body_ends_at_end_of_stream() -> None:
+    """RFC 9112 §6.3 item 8: without a length, the body runs until the connection closes."""
+    hs = client()
+    assert hs.receive_data(refusal(500, "Oops") + b"part1") is None
+    assert hs.receive_data(b"part2") is None
+    error = rejected(hs.receive_data(b""))
+    assert error.resp_body == b"part1part2"
+
+
+def test_rejected_without_content_length_stops_at_the_limit() -> None:
+    hs = client(body_limit=4)
+    assert rejected(hs.receive_data(refusal(500, "Oops") + b"abcdef")).resp_body == b"abcd"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1e3", "+5", "\u00b2", "5, 6", "", "9" * 30])
+def test_invalid_content_length_falls_back_to_the_limit(value: str) -> None:
+    hs = client(body_limit=8)
+    head = refusal(400, "Bad Request", f"Content-Length: {value}")
+    assert hs.receive_data(head + b"1234") is None
+    assert rejected(hs.receive_data(b"56789")).resp_body == b"12345678"
+
+
+def test_repeated_identical_content_length_is_one_length_rfc9110_8_6() -> None:
+    hs = client()
+    head = refusal(400, "Bad Request", "Content-Length: 3", "Content-Length: 3")
+    assert rejected(hs.receive_data(head + b"abcdef")).resp_body == b"abc"
+
+
+def test_transfer_encoding_overrides_content_length_rfc9112_6_3() -> None:
+    hs = client(body_limit=64)
+    head = refusal(400, "Bad Request", "Transfer-Encoding: chunked", "Content-Length: 2")
+    assert hs.receive_data(head + b"5\r\nhello\r\n") is None
+    assert rejected(hs.receive_data(b"")).resp_body == b"5\r\nhello\r\n"
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodiless_statuses_are_rejected_at_once_rfc9112_6_3(status: int) -> None:
+    hs = client()
+    error = rejected(hs.receive_data(refusal(status, "X", "Location: /cached")))
+    assert error.status_code == status
+    assert error.resp_body == b""
+
+
+def test_content_length_zero_and_body_limit_zero_reject_at_once() -> None:
+    assert rejected(client().receive_data(refusal(401, "No", "Content-Length: 0"))).body == b""
+    hs = client(body_limit=0)
+    assert rejected(hs.receive_data(refusal(401, "No") + b"ignored")).body == b""
+
+
+def test_body_timed_out_gives_what_arrived() -> None:
+    hs = client()
+    assert hs.receive_data(refusal(429, "Too Many Requests", "Content-Length: 50") + b"sl") is None
+    assert hs.receive_data(b"ow") is None
+    event = hs.body_timed_out()
+    assert event.error.status_code == 429
+    assert event.error.resp_body == b"slow"
+    assert hs.state is HandshakeState.REJECTED
+    with pytest.raises(RuntimeError, match="body_timed_out"):
+        hs.body_timed_out()
+    with pytest.raises(RuntimeError, match="'rejected'"):
+        hs.receive_data(b"more")
+
+
+def test_body_timed_out_only_while_reading_the_body() -> None:
+    hs = client()
+    with pytest.raises(RuntimeError, match="only valid while reading"):
+        hs.body_timed_out()
+    hs.receive_data(RESPONSE)
+    with pytest.raises(RuntimeError, match="'accepted'"):
+        hs.body_timed_out()
 
 
 @pytest.mark.parametrize(
-    ("value", "match"),
+    ("data", "match"),
     [
-        ("; a", "expected an extension name"),
-        ("a;", "expected a parameter name"),
-        ("a; ;b", "expected a parameter name"),
-        ("a; b=", "expected a value for parameter 'b'"),
-        ("a; =1", "expected a parameter name"),
-        ("a b", "unexpected 'b'"),
-        ('a; b="10', "unterminated quoted-string"),
-        ('a; b="10\\', "unterminated quoted-string"),
-        ('a; b=""', "quoted value '' of parameter 'b' is not a token"),
-        ('a; b="1 0"', "not a token"),
-        ('a; b="x"y', "unexpected 'y'"),
-        ("a; b=1=2", "unexpected '='"),
-        ('"a"', "expected an extension name"),
-        ("a/b", "unexpected '/'"),
+        (b"\x15\x03\x01\x00\x02\x02\x28", "does not start with an HTTP status line"),
+        (b"HTTP/1.1 10 Switching\r\n\r\n", "malformed status line"),
+        (b"HTTP/2.0 101 Switching\r\n\r\n", "unsupported HTTP version"),
+        (b"HTTP/1.1 101 OK\r\nUpgrade : websocket\r\n\r\n", "no space before the colon"),
+        (b"HTTP/1.1 101 OK\r\n folded\r\n\r\n", "obsolete line folding"),
+        (b"HTTP/1.1 101 OK\r\nA: b\rc\r\n\r\n", "bare CR"),
     ],
 )
-def test_parse_extensions_syntax_errors(value: str, match: str) -> None:
-    with pytest.raises(WebSocketHandshakeException, match=match) as info:
-        parse_extensions(["ok", value])
-    assert repr(value) in str(info.value)
+def test_malformed_head_fails(data: bytes, match: str) -> None:
+    hs = client()
+    with pytest.raises(WebSocketHandshakeException, match=match):
+        hs.receive_data(data)
+    assert hs.state is HandshakeState.FAILED
+    with pytest.raises(RuntimeError, match="'failed'"):
+        hs.receive_data(b"\r\n")
 
 
-# ------------------------------------------------------------- over a socket
+def test_oversized_head_fails() -> None:
+    hs = client(max_header_bytes=200)
+    assert hs.receive_data(b"HTTP/1.1 101 Switching Protocols\r\nX: ") is None
+    with pytest.raises(WebSocketHandshakeException, match="exceed 200 bytes"):
+        hs.receive_data(b"a" * 300)
+    assert hs.state is HandshakeState.FAILED
+
+
+def test_too_many_headers_fail() -> None:
+    hs = client(max_headers=2)
+    with pytest.raises(WebSocketHandshakeException, match="more than 2 header fields"):
+        hs.receive_data(RESPONSE)
+    assert hs.state is HandshakeState.FAILED
+
+
+def test_end_of_stream_before_the_head() -> None:
+    hs = client()
+    with pytest.raises(WebSocketHandshakeException, match="closed the connection"):
+        hs.receive_data(b"")
+    assert hs.state is HandshakeState.FAILED
+    hs = client()
+    assert hs.receive_data(RESPONSE[:40]) is None
+    with pytest.raises(WebSocketHandshakeException, match="received 40 bytes"):
+        hs.receive_data(b"")
+    assert hs.state is HandshakeState.FAILED
+
+
+def test_bad_accept_fails_rfc6455_4_1_item_4() -> None:
+    hs = client()
+    bad = RESPONSE.replace(ACCEPT.encode(), accept_key("AAAAAAAAAAAAAAAAAAAAAA==").encode())
+    with pytest.raises(WebSocketHandshakeException, match="invalid Sec-WebSocket-Accept"):
+        hs.receive_data(bad + FRAME)
+    assert hs.state is HandshakeState.FAILED
+    with pytest.raises(RuntimeError, match="'failed'"):
+        hs.receive_data(FRAME)
+
+
+def test_101_over_http_1_0_fails() -> None:
+    hs = client()
+    with pytest.raises(WebSocketHandshakeException, match=r"HTTP/1\.0"):
+        hs.receive_data(RESPONSE.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+    assert hs.state is HandshakeState.FAILED
+
+
+def test_data_after_accepted_is_refused() -> None:
+    hs = client()
+    assert isinstance(hs.receive_data(RESPONSE), Accepted)
+    with pytest.raises(RuntimeError, match="frame protocol"):
+        hs.receive_data(FRAME)
+    with pytest.raises(RuntimeError, match="'accepted'"):
+        hs.receive_data(b"")
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "10"])
+def test_bad_body_limit(limit: Any) -> None:
+    with pytest.raises(WebSocketConfigurationException, match="body_limit"):
+        ClientHandshake(request(), max_size=None, body_limit=limit)
+
+
+def test_every_transition_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="wspool"):
+        hs = client()
+        hs.receive_data(refusal(403, "Forbidden", "Content-Length: 1") + b"x")
+    messages = [r.getMessage() for r in caplog.records if r.name == "wspool"]
+    assert any("connecting -> reading body" in m for m in messages)
+    assert any("reading body -> rejected" in m for m in messages)
+    assert all("example.com" in m for m in messages if "->" in m)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="wspool"):
+        client().receive_data(RESPONSE)
+        with pytest.raises(WebSocketHandshakeException):
+            client().receive_data(b"garbage")
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("connecting -> accepted" in m for m in messages)
+    assert any("connecting -> failed" in m for m in messages)
+
+
+# ----------------------------------------------------- transitional aliases
 
 
 def test_handshake_over_a_real_socket_on_loopback() -> None:
@@ -906,7 +1043,7 @@ def test_handshake_over_a_real_socket_on_loopback() -> None:
         )
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(req.to_bytes())
-            parser = ResponseParser()
+            parser = ResponseHeadParser()
             response = None
             while response is None:
                 response = parser.feed(client.recv(5))
@@ -917,6 +1054,68 @@ def test_handshake_over_a_real_socket_on_loopback() -> None:
         assert result.subprotocol == "v2"
         assert leftover == FRAME
         assert received == [req.to_bytes()]
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+
+
+@pytest.mark.parametrize("outcome", ["accepted", "rejected"])
+def test_client_handshake_driven_over_a_real_socket_on_loopback(outcome: str) -> None:
+    """A blocking driver loop around ClientHandshake against a server on 127.0.0.1:
+    a 101 followed by a frame (RFC 6455 §4.2.2), or a 403 whose body ends when the
+    server closes (RFC 9112 §6.3 item 8)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            key = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in data.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            if outcome == "accepted":
+                answer = (
+                    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+                ).encode() + FRAME
+            else:
+                answer = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nno entry"
+            for i in range(0, len(answer), 5):
+                conn.sendall(answer[i : i + 5])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        req = build_request(host="127.0.0.1", port=port, resource="/ws", secure=False)
+        hs = ClientHandshake(req, max_size=None)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(hs.data_to_send())
+            event = None
+            while event is None:
+                event = hs.receive_data(sock.recv(3))
+            if isinstance(event, Accepted):
+                leftover = event.leftover
+                while len(leftover) < len(FRAME):
+                    leftover += sock.recv(64)
+                assert leftover == FRAME
+        if outcome == "accepted":
+            assert hs.state is HandshakeState.ACCEPTED
+        else:
+            assert isinstance(event, Rejected)
+            assert event.error.status_code == 403
+            assert event.error.resp_body == b"no entry"
+            assert hs.state is HandshakeState.REJECTED
     finally:
         thread.join(timeout=10)
         listener.close()

@@ -3,8 +3,6 @@ reconnect, backpressure, errors in callbacks and a clean shutdown."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import threading
 import time
@@ -13,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import CallbackRecorder, open_fds, run_python, wait_until
 from wsserver import Opcode, PeerClosed, ServerConnection, WSServer, echo_handler
 
 import wspool
@@ -21,74 +20,31 @@ from wspool.pool import CallbackError, Connection, ConnectionState, Pool
 WSServerFactory = Callable[..., WSServer]
 
 
-def _fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _fd_targets() -> set[str]:
-    targets = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            targets.add(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
-    return targets
-
-
 @pytest.fixture
 def pool() -> Iterator[Pool]:
     with Pool(workers=4) as p:
         yield p
 
 
-class Recorder:
-    """Collects callback invocations, thread-safely, with waits instead of sleeps."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.calls: list[tuple[str, Any, tuple[Any, ...]]] = []
-        self.messages: dict[Any, list[Any]] = defaultdict(list)
-
-    def _add(self, name: str, conn: Connection, *args: Any) -> None:
-        with self.cond:
-            self.calls.append((name, conn.label, args))
-            if name == "message":
-                self.messages[conn.label].append(args[0])
-            self.cond.notify_all()
-
-    def callbacks(self) -> dict[str, Any]:
-        return {
-            "on_open": lambda c: self._add("open", c),
-            "on_message": lambda c, m: self._add("message", c, m),
-            "on_error": lambda c, e: self._add("error", c, e),
-            "on_close": lambda c, code, reason: self._add("close", c, code, reason),
-        }
-
-    def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        with self.cond:
-            assert self.cond.wait_for(predicate, timeout), f"timed out; calls: {self.calls[-10:]}"
-
-    def names(self, label: Any = None) -> list[str]:
-        with self.cond:
-            return [n for n, lab, _ in self.calls if label is None or lab == label]
-
-    def count(self, name: str) -> int:
-        return len([n for n in self.names() if n == name])
-
-
 def test_echo_open_message_close(pool: Pool, ws_server: WSServerFactory) -> None:
     server = ws_server()
-    rec = Recorder()
-    cbs = rec.callbacks()
-    cbs["on_open"] = lambda c: (rec._add("open", c), c.send("hello"), c.send(b"\x00bin"))
+    rec = CallbackRecorder()
+    cbs = rec.callbacks(on_open=lambda c: (c.send("hello"), c.send(b"\x00bin")))
     conn = pool.connect(server.url, label="a", **cbs)
-    rec.wait(lambda: len(rec.messages["a"]) == 2)
-    assert rec.messages["a"] == ["hello", b"\x00bin"]
+    rec.wait_messages(2, label="a")
+    assert rec.messages("a") == ["hello", b"\x00bin"]
     assert conn.state is ConnectionState.OPEN
     assert conn.extensions == ["permessage-deflate"]
     conn.close(1000, "bye")
     assert conn.wait_closed(5)
     assert rec.names("a") == ["open", "message", "message", "close"]
-    assert rec.calls[-1][2] == (1000, "")
+    assert rec.calls[-1].args == (1000, "")
     assert conn.state is ConnectionState.CLOSED
+    # invariant 3 (docs/architecture.md): callbacks run on the pool's workers, never on
+    # the dispatcher or the caller's thread
+    callback_threads = {t.name for t in rec.threads()}
+    assert pool.dispatcher.name not in callback_threads
+    assert threading.current_thread().name not in callback_threads
     with pytest.raises(wspool.WebSocketConnectionClosedException, match="already closed"):
         conn.send("late")
 
@@ -112,12 +68,12 @@ def test_hundreds_of_connections_keep_per_connection_order(
 ) -> None:
     n_conn, n_msg = 200, 50
     server = ws_server(_numbered_feed(n_msg))
-    rec = Recorder()
+    rec = CallbackRecorder()
     for i in range(n_conn):
         pool.connect(server.url, label=i, compression=None, **rec.callbacks())
-    rec.wait(lambda: sum(len(v) for v in rec.messages.values()) == n_conn * n_msg, 30)
+    rec.wait_messages(n_conn * n_msg, timeout=30)
     for i in range(n_conn):
-        assert rec.messages[i] == [str(k) for k in range(n_msg)], i
+        assert rec.messages(i) == [str(k) for k in range(n_msg)], i
         assert rec.names(i)[0] == "open"
     assert rec.count("error") == 0
 
@@ -135,9 +91,7 @@ def test_callbacks_of_different_connections_run_in_parallel(
 
     for label in ("x", "y"):
         pool.connect(server.url, label=label, on_message=on_message)
-    deadline = time.monotonic() + 10
-    while len(passed) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(passed) >= 2, timeout=10)
     assert passed == [True, True]
 
 
@@ -162,9 +116,9 @@ def test_sends_from_many_threads_arrive_intact_and_in_order(
                 received[port].append(data.decode())
 
     server = ws_server(recorder)
-    rec = Recorder()
+    rec = CallbackRecorder()
     conns = [pool.connect(server.url, label=i, **rec.callbacks()) for i in range(100)]
-    rec.wait(lambda: rec.count("open") == 100)
+    rec.wait_open(100)
     per_thread = 20
 
     def sender(t: int) -> None:
@@ -177,12 +131,12 @@ def test_sends_from_many_threads_arrive_intact_and_in_order(
         thread.start()
     for thread in threads:
         thread.join()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def all_received() -> bool:
         with lock:
-            if sum(len(v) for v in received.values()) == 100 * 8 * per_thread:
-                break
-        time.sleep(0.02)
+            return sum(len(v) for v in received.values()) == 100 * 8 * per_thread
+
+    wait_until(all_received, timeout=20, interval=0.02)
     with lock:
         assert len(received) == 100
         for messages in received.values():
@@ -196,7 +150,7 @@ def test_sends_from_many_threads_arrive_intact_and_in_order(
 def test_server_restart_reconnects_with_paired_open_and_close(ws_server: WSServerFactory) -> None:
     first = ws_server(_numbered_feed(3))
     port = first.port
-    rec = Recorder()
+    rec = CallbackRecorder()
     with Pool(workers=2) as pool:
         conns = [
             pool.connect(
@@ -208,16 +162,16 @@ def test_server_restart_reconnects_with_paired_open_and_close(ws_server: WSServe
             )
             for i in range(10)
         ]
-        rec.wait(lambda: sum(len(v) for v in rec.messages.values()) == 30)
+        rec.wait_messages(30)
         first.stop()
-        rec.wait(lambda: rec.count("close") == 10)
+        rec.wait_closed(10)
         second = ws_server(_numbered_feed(3), port=port)
-        rec.wait(lambda: sum(len(v) for v in rec.messages.values()) == 60, 15)
+        rec.wait_messages(60, timeout=15)
         assert second.accepted >= 10
         for i in range(10):
             names = [n for n in rec.names(i) if n != "error"]
             assert names == ["open"] + ["message"] * 3 + ["close", "open"] + ["message"] * 3
-            assert rec.messages[i] == ["0", "1", "2"] * 2  # nothing delivered twice
+            assert rec.messages(i) == ["0", "1", "2"] * 2  # nothing delivered twice
             assert conns[i].stats.reconnects == 1
 
 
@@ -227,30 +181,34 @@ def test_missing_pong_is_detected_and_reported(pool: Pool, ws_server: WSServerFa
         conn.idle()
 
     server = ws_server(silent)
-    rec = Recorder()
+    rec = CallbackRecorder()
     started = time.monotonic()
     conn = pool.connect(
         server.url, label="p", ping_interval=0.2, ping_timeout=0.1, **rec.callbacks()
     )
-    rec.wait(lambda: rec.count("close") == 1, 5)
+    rec.wait_closed(timeout=5)
     elapsed = time.monotonic() - started
-    errors = [args[0] for name, _, args in rec.calls if name == "error"]
+    errors = rec.errors()
     assert isinstance(errors[0], wspool.WebSocketTimeoutException)
     assert "ping_timeout" in str(errors[0]) and server.url.split("//")[1] in str(errors[0])
-    assert rec.calls[-1][2][0] == 1011
+    assert rec.calls[-1].args[0] == 1011
     assert elapsed < 5
     assert conn.state is ConnectionState.CLOSED
 
 
 def test_pong_measures_round_trip_time(pool: Pool, ws_server: WSServerFactory) -> None:
     server = ws_server()
-    rec = Recorder()
+    rec = CallbackRecorder()
     conn = pool.connect(server.url, label="r", ping_interval=0.05, **rec.callbacks())
-    rec.wait(lambda: rec.count("open") == 1)
-    deadline = time.monotonic() + 5
-    while conn.stats.last_rtt is None and time.monotonic() < deadline:
+    rec.wait_open()
+
+    def rtt_measured() -> bool:
+        if conn.stats.last_rtt is not None:
+            return True
         conn.send("tick")  # events carry the RTT into stats
-        time.sleep(0.02)
+        return False
+
+    wait_until(rtt_measured, timeout=5, interval=0.02)
     assert conn.stats.last_rtt is not None and conn.stats.last_rtt >= 0
 
 
@@ -259,15 +217,15 @@ def test_open_timeout_when_the_upgrade_is_never_answered(pool: Pool) -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     try:
-        rec = Recorder()
+        rec = CallbackRecorder()
         pool.connect(
             f"ws://127.0.0.1:{listener.getsockname()[1]}/",
             label="t",
             open_timeout=0.2,
             **rec.callbacks(),
         )
-        rec.wait(lambda: rec.count("close") == 1, 5)
-        error = next(args[0] for name, _, args in rec.calls if name == "error")
+        rec.wait_closed(timeout=5)
+        error = rec.errors()[0]
         assert isinstance(error, wspool.WebSocketTimeoutException)
         assert "open_timeout" in str(error)
         assert rec.names("t") == ["error", "close"]
@@ -279,19 +237,16 @@ def test_callback_exception_reaches_on_error_and_delivery_goes_on(
     pool: Pool, ws_server: WSServerFactory
 ) -> None:
     server = ws_server(_numbered_feed(5))
-    rec = Recorder()
-    cbs = rec.callbacks()
+    rec = CallbackRecorder()
 
     def on_message(conn: Connection, msg: Any) -> None:
-        rec._add("message", conn, msg)
         if msg == "2":
             raise ValueError("boom on two")
 
-    cbs["on_message"] = on_message
-    pool.connect(server.url, label="feed-7", **cbs)
-    rec.wait(lambda: len(rec.messages["feed-7"]) == 5)
-    rec.wait(lambda: rec.count("error") == 1)
-    error = next(args[0] for name, _, args in rec.calls if name == "error")
+    pool.connect(server.url, label="feed-7", **rec.callbacks(on_message=on_message))
+    rec.wait_messages(5, label="feed-7")
+    rec.wait_for(lambda: rec.count("error") == 1)
+    error = rec.errors()[0]
     assert isinstance(error, CallbackError)
     assert isinstance(error.original, ValueError)
     assert error.callback == "on_message"
@@ -313,9 +268,7 @@ def test_callback_exception_without_on_error_is_logged(
 
     with caplog.at_level("ERROR", logger="wspool"):
         pool.connect(server.url, on_message=on_message)
-        deadline = time.monotonic() + 5
-        while len(seen) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(seen) >= 2, timeout=5)
     assert seen == ["0", "1"]
     assert any("logged, not lost" in r.getMessage() or r.exc_info for r in caplog.records)
 
@@ -346,43 +299,36 @@ def test_slow_callback_pauses_reading_and_loses_nothing(
 
     try:
         conn = pool.connect(server.url, on_message=on_message, max_queue=100, compression=None)
-        deadline = time.monotonic() + 5
-        while conn.queue_depth < 100 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: conn.queue_depth >= 100, timeout=5)
         time.sleep(0.2)  # the server keeps sending; the client must not keep reading
         # Bounded: reading stops at the mark, so at most one more read (256 KiB, about
         # 260 of these ~1 KB messages) is queued past it, whatever the server sends.
         assert 100 <= conn.queue_depth <= 100 + 262 * 1024 // pad
     finally:
         gate.set()
-    deadline = time.monotonic() + 20
-    while len(seen) < total and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(seen) >= total, timeout=20)
     assert [m.split(":")[0] for m in seen] == [str(i) for i in range(total)]
 
 
-def test_close_leaves_no_thread_socket_or_fd_behind(ws_server: WSServerFactory) -> None:
+def test_close_leaves_no_thread_socket_or_fd_behind(
+    ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
     server = ws_server()
-    wspool.connect(server.url).close()  # the server's own threads and fds are up now
+    wspool.connect(server.url).close()  # the server's own threads are up now
     threads_before = set(threading.enumerate())
-    fds_before = _fd_count()
-    targets_before = _fd_targets()  # compared by target: other tests' garbage may close fds
+    fds_before = open_fds()
     pool = Pool(workers=3)
-    rec = Recorder()
+    rec = CallbackRecorder()
     for i in range(20):
         pool.connect(server.url, label=i, **rec.callbacks())
-    rec.wait(lambda: rec.count("open") == 20)
-    assert _fd_count() >= fds_before + 20
+    rec.wait_open(20)
+    assert open_fds() >= fds_before + 20
     pool.close()
     assert rec.count("close") == 20
+    # close() has joined the pool's threads already: no grace period for them
     leftover = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     assert leftover == []
-    # The server side of each connection lives in this process too: give its
-    # threads a moment to close their sockets after the closing handshake.
-    deadline = time.monotonic() + 3
-    while _fd_targets() - targets_before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _fd_targets() - targets_before == set()
+    # no_fd_leaks checks every socket and fd (compared by target) at teardown
 
 
 def test_bad_options_raise_at_connect(pool: Pool) -> None:
@@ -390,7 +336,7 @@ def test_bad_options_raise_at_connect(pool: Pool) -> None:
         pool.connect("ws://127.0.0.1:9/", ping_interval=1, ping_timeout=2)
     with pytest.raises(wspool.WebSocketConfigurationException, match=r"scheme|ws://"):
         pool.connect("http://127.0.0.1:9/")
-    with pytest.raises(TypeError):
+    with pytest.raises(wspool.WebSocketConfigurationException, match="did you mean 'on_message'"):
         pool.connect("ws://127.0.0.1:9/", on_mesage=print)
 
 
@@ -400,10 +346,10 @@ def test_refused_handshake_is_not_retried_unless_retryable(
     from wsserver import refuse
 
     server = ws_server(handshake=lambda request: refuse(403, b"go away"))
-    rec = Recorder()
+    rec = CallbackRecorder()
     pool.connect(server.url, label="r", reconnect={"initial_delay": 0.01}, **rec.callbacks())
-    rec.wait(lambda: rec.count("close") == 1)
-    error = next(args[0] for name, _, args in rec.calls if name == "error")
+    rec.wait_closed()
+    error = rec.errors()[0]
     assert isinstance(error, wspool.WebSocketBadStatusException) and error.status_code == 403
     assert server.accepted == 1
 
@@ -412,11 +358,10 @@ def test_echo_demo_handles_wss(
     pool: Pool, ws_server: WSServerFactory, tls_server_ctx: Any, ca_file: str
 ) -> None:
     server = ws_server(echo_handler, ssl_context=tls_server_ctx)
-    rec = Recorder()
-    cbs = rec.callbacks()
-    cbs["on_open"] = lambda c: (rec._add("open", c), c.send_json({"op": "sub"}))
+    rec = CallbackRecorder()
+    cbs = rec.callbacks(on_open=lambda c: c.send_json({"op": "sub"}))
     pool.connect(server.url, label="tls", sslopt={"ca_certs": ca_file}, **cbs)
-    rec.wait(lambda: rec.messages["tls"] == ['{"op":"sub"}'])
+    rec.wait_for(lambda: rec.messages("tls") == ['{"op":"sub"}'])
 
 
 def test_redirect_is_followed(pool: Pool, ws_server: WSServerFactory) -> None:
@@ -424,11 +369,10 @@ def test_redirect_is_followed(pool: Pool, ws_server: WSServerFactory) -> None:
 
     target = ws_server()
     front = ws_server(handshake=lambda request: redirect(target.url + "/feed", 307))
-    rec = Recorder()
-    cbs = rec.callbacks()
-    cbs["on_open"] = lambda c: (rec._add("open", c), c.send("via redirect"))
+    rec = CallbackRecorder()
+    cbs = rec.callbacks(on_open=lambda c: c.send("via redirect"))
     pool.connect(front.url, label="r", **cbs)
-    rec.wait(lambda: rec.messages["r"] == ["via redirect"])
+    rec.wait_for(lambda: rec.messages("r") == ["via redirect"])
     assert target.requests[0].path == "/feed"
 
 
@@ -437,9 +381,8 @@ def test_through_http_connect_and_socks5h_proxies(pool: Pool, ws_server: WSServe
 
     server = ws_server()
     with HttpConnectProxy(auth=("u", "p")) as http_proxy, SocksProxy() as socks:
-        rec = Recorder()
-        cbs = rec.callbacks()
-        cbs["on_open"] = lambda c: (rec._add("open", c), c.send(f"hi {c.label}"))
+        rec = CallbackRecorder()
+        cbs = rec.callbacks(on_open=lambda c: c.send(f"hi {c.label}"))
         pool.connect(
             server.url,
             label="http",
@@ -456,8 +399,8 @@ def test_through_http_connect_and_socks5h_proxies(pool: Pool, ws_server: WSServe
             proxy_type="socks5h",
             **cbs,
         )
-        rec.wait(
-            lambda: rec.messages["http"] == ["hi http"] and rec.messages["socks"] == ["hi socks"]
+        rec.wait_for(
+            lambda: rec.messages("http") == ["hi http"] and rec.messages("socks") == ["hi socks"]
         )
         assert http_proxy.requests and socks.requests
 
@@ -466,10 +409,10 @@ def test_untrusted_certificate_is_reported_and_not_retried(
     pool: Pool, ws_server: WSServerFactory, tls_server_ctx: Any
 ) -> None:
     server = ws_server(ssl_context=tls_server_ctx, check_errors=False)
-    rec = Recorder()
+    rec = CallbackRecorder()
     pool.connect(server.url, label="tls", reconnect={"initial_delay": 0.01}, **rec.callbacks())
-    rec.wait(lambda: rec.count("close") == 1)
-    error = next(args[0] for name, _, args in rec.calls if name == "error")
+    rec.wait_closed()
+    error = rec.errors()[0]
     assert isinstance(error, wspool.WebSocketTLSException)
     assert "certificate" in str(error)
 
@@ -479,7 +422,7 @@ def test_close_while_connecting_and_abort(pool: Pool) -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     try:
-        rec = Recorder()
+        rec = CallbackRecorder()
         url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
         conn = pool.connect(url, label="c", **rec.callbacks())
         conn.close()
@@ -498,7 +441,7 @@ def test_run_forever_returns_when_every_connection_closed(ws_server: WSServerFac
         conn.close(1000, "done")
 
     server = ws_server(close_soon)
-    rec = Recorder()
+    rec = CallbackRecorder()
     with Pool(workers=2) as pool:
         for i in range(5):
             pool.connect(server.url, label=i, **rec.callbacks())
@@ -509,9 +452,9 @@ def test_run_forever_returns_when_every_connection_closed(ws_server: WSServerFac
 
 def test_stats(pool: Pool, ws_server: WSServerFactory) -> None:
     server = ws_server(_numbered_feed(10))
-    rec = Recorder()
+    rec = CallbackRecorder()
     conn = pool.connect(server.url, label="s", **rec.callbacks())
-    rec.wait(lambda: len(rec.messages["s"]) == 10)
+    rec.wait_messages(10, label="s")
     conn.send("x")
     stats = pool.stats()
     assert stats["connections"] == 1 and stats["open"] == 1
@@ -521,8 +464,6 @@ def test_stats(pool: Pool, ws_server: WSServerFactory) -> None:
 
 
 _EMBEDDED = """
-import sys
-sys.path.insert(0, {tests!r})
 from wsserver import WSServer
 import wspool
 
@@ -538,24 +479,14 @@ print("leaving without close", flush=True)
 
 
 def test_embedded_pool_closes_cleanly_at_interpreter_exit() -> None:
-    import subprocess
-    import sys
-
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    result = subprocess.run(
-        [sys.executable, "-c", _EMBEDDED.format(tests=tests_dir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_python(_EMBEDDED, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "leaving without close" in result.stdout
     assert "on_close 1000" in result.stdout, result.stdout + result.stderr
 
 
 _INTERRUPTED = """
-import os, signal, sys, threading
-sys.path.insert(0, {tests!r})
+import os, signal, threading
 from wsserver import WSServer
 import wspool
 
@@ -573,28 +504,18 @@ server.stop()
 
 
 def test_ctrl_c_closes_every_connection() -> None:
-    import subprocess
-    import sys
-
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    result = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED.format(tests=tests_dir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_python(_INTERRUPTED, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "on_close 1000" in result.stdout and "run_forever returned True" in result.stdout
 
 
 def test_host_names_are_resolved_off_the_dispatcher(pool: Pool, ws_server: WSServerFactory) -> None:
     server = ws_server()
-    rec = Recorder()
-    cbs = rec.callbacks()
-    cbs["on_open"] = lambda c: (rec._add("open", c), c.send("named"))
+    rec = CallbackRecorder()
+    cbs = rec.callbacks(on_open=lambda c: c.send("named"))
     # "localhost" may resolve to ::1 first, where nothing listens: every address is tried.
     pool.connect(f"ws://localhost:{server.port}/", label="n", **cbs)
-    rec.wait(lambda: rec.messages["n"] == ["named"])
+    rec.wait_for(lambda: rec.messages("n") == ["named"])
 
 
 def test_retryable_status_is_retried_until_accepted(pool: Pool, ws_server: WSServerFactory) -> None:
@@ -602,15 +523,15 @@ def test_retryable_status_is_retried_until_accepted(pool: Pool, ws_server: WSSer
 
     answers = iter([refuse(503, b"busy"), refuse(429, b"slow down")])
     server = ws_server(handshake=lambda request: next(answers, None))
-    rec = Recorder()
+    rec = CallbackRecorder()
     pool.connect(
         server.url,
         label="r",
         reconnect={"initial_delay": 0.01, "max_delay": 0.05},
         **rec.callbacks(),
     )
-    rec.wait(lambda: rec.count("open") == 1)
-    statuses = [args[0].status_code for name, _, args in rec.calls if name == "error"]
+    rec.wait_open()
+    statuses = [error.status_code for error in rec.errors()]
     assert statuses == [503, 429]
     assert rec.names("r") == ["error", "error", "open"]
 
@@ -620,7 +541,7 @@ def test_max_attempts_ends_the_connection(pool: Pool) -> None:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()  # nothing listens: every attempt is refused
-    rec = Recorder()
+    rec = CallbackRecorder()
     conn = pool.connect(
         f"ws://127.0.0.1:{port}/",
         label="m",
@@ -629,7 +550,7 @@ def test_max_attempts_ends_the_connection(pool: Pool) -> None:
     )
     assert conn.wait_closed(5)
     assert rec.names("m") == ["error", "error", "error", "close"]
-    assert "refused" in str(next(args[0] for n, _, args in rec.calls if n == "error")).lower()
+    assert "refused" in str(rec.errors("m")[0]).lower()
 
 
 def test_normal_server_close_reconnects_only_when_configured(
@@ -639,7 +560,7 @@ def test_normal_server_close_reconnects_only_when_configured(
         conn.close(1000, "maintenance")
 
     server = ws_server(close_at_once)
-    rec = Recorder()
+    rec = CallbackRecorder()
     quiet = pool.connect(
         server.url,
         label="no",
@@ -651,7 +572,7 @@ def test_normal_server_close_reconnects_only_when_configured(
     again = pool.connect(
         server.url, label="yes", reconnect={"initial_delay": 0.01}, **rec.callbacks()
     )
-    rec.wait(lambda: rec.names("yes").count("open") >= 3)
+    rec.wait_open(3, label="yes")
     again.close()
     assert again.wait_closed(5)
     names = rec.names("yes")
@@ -713,9 +634,7 @@ def test_error_in_on_error_is_logged_and_delivery_continues(
 
     with caplog.at_level("ERROR", logger="wspool"):
         pool.connect(server.url, on_message=on_message, on_error=on_error)
-        deadline = time.monotonic() + 5
-        while len(seen) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(seen) >= 3, timeout=5)
         time.sleep(0.05)
     assert seen == ["0", "1", "2"]
     assert sum("on_error raised" in r.getMessage() for r in caplog.records) == 3
@@ -749,17 +668,15 @@ def test_close_while_waiting_to_reconnect_keeps_open_and_close_paired(
         conn.close_tcp()
 
     server = ws_server(drop)
-    rec = Recorder()
+    rec = CallbackRecorder()
     conn = pool.connect(
         server.url,
         label="w",
         reconnect={"initial_delay": 30, "max_delay": 30, "reset_after": 0},
         **rec.callbacks(),
     )
-    rec.wait(lambda: rec.count("close") == 1)
-    deadline = time.monotonic() + 5
-    while conn.state is not ConnectionState.RECONNECTING and time.monotonic() < deadline:
-        time.sleep(0.01)
+    rec.wait_closed()
+    wait_until(lambda: conn.state is ConnectionState.RECONNECTING, timeout=5)
     assert conn.state is ConnectionState.RECONNECTING
     conn.close()
     assert conn.wait_closed(5)

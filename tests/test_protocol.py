@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import random
 import struct
-import subprocess
-import sys
 import threading
 import zlib
 
 import pytest
+from helpers import run_python
 from wsserver import encode_frame as server_frame
 
 from wspool.exceptions import (
@@ -530,9 +529,7 @@ print("same" if child == parent else "different")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_reuse_the_parents_pooled_mask_keys_5_3() -> None:
     # In a fresh interpreter: forking the (multi-threaded) test process is unsafe.
-    done = subprocess.run(
-        [sys.executable, "-c", _FORK_CHECK], capture_output=True, text=True, timeout=60
-    )
+    done = run_python(_FORK_CHECK, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "different"
 

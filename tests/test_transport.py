@@ -4,7 +4,6 @@ and opening real sockets (127.0.0.1 only) directly, through proxies and with TLS
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import ssl
 import warnings
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import can_list_fds, open_fds
 from proxies import EchoServer, HttpConnectProxy, SocksProxy
 
 from wspool.exceptions import (
@@ -38,6 +38,8 @@ from wspool.transport import (
     select_proxy,
     server_hostname_for,
 )
+from wspool.transport.connect import Deadline
+from wspool.transport.dial import DialPlan, DialSettings, ProxySettings
 
 trustme = pytest.importorskip("trustme")
 
@@ -67,10 +69,6 @@ def echo() -> Iterator[EchoServer]:
     assert not server.errors
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def roundtrip(sock: socket.socket, payload: bytes = b"hello through the tunnel") -> bytes:
     sock.sendall(payload)
     data = b""
@@ -82,15 +80,29 @@ def roundtrip(sock: socket.socket, payload: bytes = b"hello through the tunnel")
     return data
 
 
-def open_url(url: str, **kwargs: Any) -> socket.socket:
-    options: dict[str, Any] = {
-        "timeout": 5.0,
-        "proxy": None,
-        "ssl_context": None,
-        "server_hostname": None,
-    }
-    options.update(kwargs)
-    return open_socket(parse_url(url), **options)
+def dial(
+    url: WebSocketURL | str,
+    *,
+    timeout: float | None = 5.0,
+    proxy: ProxyConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    sockopt: Any = (),
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """open_socket along a dial plan built from these pieces (``proxy`` already chosen)."""
+    target = parse_url(url) if isinstance(url, str) else url
+    settings = DialSettings(
+        proxy=ProxySettings(),
+        ssl_context=ssl_context if ssl_context is not None else build_ssl_context(None),
+        server_hostname=server_hostname,
+        sockopt=tuple(sockopt),
+        source_address=source_address,
+    )
+    return open_socket(DialPlan(target, proxy, settings), Deadline(timeout))
+
+
+open_url = dial
 
 
 # --------------------------------------------------------------------------- URLs
@@ -302,10 +314,8 @@ def tls_echo(ca: Any) -> Iterator[EchoServer]:
 
 def tls_open(url: str, sslopt: dict[str, Any] | None) -> socket.socket:
     parsed = parse_url(url)
-    return open_socket(
+    return dial(
         parsed,
-        timeout=5.0,
-        proxy=None,
         ssl_context=build_ssl_context(sslopt),
         server_hostname=server_hostname_for(parsed.host, sslopt),
     )
@@ -780,9 +790,8 @@ def test_tls_through_http_proxy(ca: Any, ca_path: str) -> None:
         HttpConnectProxy(hosts={"localhost": "127.0.0.1"}) as proxy,
     ):
         parsed = parse_url(f"wss://localhost:{server.port}/")
-        sock = open_socket(
+        sock = dial(
             parsed,
-            timeout=5.0,
             proxy=proxy_config("http", proxy),
             ssl_context=build_ssl_context({"ca_certs": ca_path}),
             server_hostname="localhost",
@@ -866,9 +875,7 @@ def test_environment_selected_proxy_end_to_end(
         monkeypatch.setenv("http_proxy", http_proxy.url.replace("://", "://env:pw@"))
         monkeypatch.setenv("no_proxy", "example.org")  # replaces the loopback default
         proxy = select_proxy(target)
-        with open_socket(
-            target, timeout=5.0, proxy=proxy, ssl_context=None, server_hostname=None
-        ) as sock:
+        with dial(target, proxy=proxy) as sock:
             assert roundtrip(sock) == b"hello through the tunnel"
         assert http_proxy.requests[0].credentials == ("env", "pw")
 
@@ -876,9 +883,7 @@ def test_environment_selected_proxy_end_to_end(
         monkeypatch.setenv("ALL_PROXY", socks_proxy.url_for("socks5h"))
         proxy = select_proxy(target)
         assert proxy is not None and proxy.type == "socks5h"
-        with open_socket(
-            target, timeout=5.0, proxy=proxy, ssl_context=None, server_hostname=None
-        ) as sock:
+        with dial(target, proxy=proxy) as sock:
             assert roundtrip(sock) == b"hello through the tunnel"
         assert len(socks_proxy.requests) == 1
 
@@ -891,7 +896,7 @@ def test_proxy_not_listening() -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         config = ProxyConfig("http", "127.0.0.1", placeholder.getsockname()[1])
-        with pytest.raises(WebSocketProxyException, match="cannot connect to the proxy"):
+        with pytest.raises(WebSocketProxyException, match="cannot connect to the http proxy"):
             open_url("ws://127.0.0.1:9/", proxy=config)
 
 
@@ -907,7 +912,7 @@ def test_proxy_that_never_answers_times_out() -> None:
 
 def test_no_socket_leaks_on_error_paths(tls_echo: EchoServer, echo: EchoServer) -> None:
     """Every failing open closes what it opened (counted in /proc/self/fd)."""
-    if not os.path.isdir("/proc/self/fd"):
+    if not can_list_fds():
         pytest.skip("needs /proc/self/fd")
     with (
         socket.socket() as placeholder,

@@ -225,23 +225,6 @@ class _Run:
         self.loss_error = False
 
 
-def _check_ping(ping_interval: float | None, ping_timeout: float | None) -> None:
-    """websocket-client's checks, with messages that say what to change."""
-    if ping_timeout is not None and ping_timeout <= 0:
-        raise WebSocketConfigurationException(
-            f"ping_timeout must be > 0 seconds, or None for no pong deadline; got {ping_timeout!r}"
-        )
-    if ping_interval is not None and ping_interval < 0:
-        raise WebSocketConfigurationException(
-            f"ping_interval must be >= 0 seconds (0: no keepalive pings); got {ping_interval!r}"
-        )
-    if ping_timeout and ping_interval and ping_interval <= ping_timeout:
-        raise WebSocketConfigurationException(
-            f"ping_interval ({ping_interval}s) must be longer than ping_timeout "
-            f"({ping_timeout}s): raise ping_interval or lower ping_timeout"
-        )
-
-
 def _reconnect_policy(reconnect: object) -> ReconnectPolicy | None:
     """websocket-client's ``reconnect`` (a delay in seconds, 0 or None for none) as a
     pool policy.  Like websocket-client, a close frame from the server ends the app
@@ -453,7 +436,6 @@ class WebSocketApp:
                 "loop; call run_forever in a thread of its own for each app instead"
             )
         self._check_callbacks()
-        _check_ping(ping_interval, ping_timeout)
         policy = _reconnect_policy(reconnect)
         connect_options: dict[str, Any] = {
             "sockopt": sockopt or (),
@@ -492,14 +474,10 @@ class WebSocketApp:
         self.ping_timeout = ping_timeout
         self.ping_payload = ping_payload
         try:
-            header = self.header() if callable(self.header) else self.header
-            connection = self.pool.connect(
-                self.url,
-                header=header,
-                reconnect=policy,
-                **run.callbacks(),
-                **connect_options,
-            )
+            connect_options["header"] = self.header() if callable(self.header) else self.header
+            connect_options["reconnect"] = policy
+            connect_options.update(run.callbacks())
+            connection = self.pool.connect(self.url, **connect_options)
             run.bind(connection)
             if not self.keep_running:  # close() came before the connection existed
                 connection.close()

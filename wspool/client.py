@@ -18,21 +18,21 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Unpack
 
 from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
     WebSocketException,
     WebSocketHandshakeException,
-    WebSocketRedirectException,
     WebSocketTimeoutException,
 )
-from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE, ClientProtocol, ProtocolState
-from wspool.protocol.deflate import coerce_compression
+from wspool.opening import Opening
+from wspool.options import ConnectKeywords, ConnectOptions, connect_options
+from wspool.protocol.client_protocol import ClientProtocol, ProtocolState
 from wspool.protocol.events import (
     CloseReceived,
     EndOfStream,
@@ -45,18 +45,16 @@ from wspool.protocol.events import (
 )
 from wspool.protocol.frames import CloseCode, Opcode
 from wspool.protocol.handshake import (
-    HandshakeResponse,
-    ResponseParser,
-    bad_status_error,
-    build_request,
-    headers_without_credentials,
-    is_redirect,
-    validate_response,
+    REJECTION_BODY_WAIT,
+    Accepted,
+    ClientHandshake,
+    HandshakeState,
+    Redirect,
+    Rejected,
 )
-from wspool.transport.connect import open_socket
-from wspool.transport.proxy import select_proxy
-from wspool.transport.tls import build_ssl_context, server_hostname_for, tls_handshake_error
-from wspool.transport.url import WebSocketURL, parse_url, resolve_redirect
+from wspool.transport.connect import Deadline, open_socket
+from wspool.transport.tls import tls_handshake_error
+from wspool.transport.url import WebSocketURL
 
 __all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
 
@@ -64,11 +62,6 @@ __all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
 #: ``recv`` buffer is mapped, shrunk and unmapped by malloc on every read (syscalls and
 #: TLB shootdowns in a threaded program), which cost more than the extra reads save.
 _RECV_SIZE: Final = 64 * 1024
-#: How much of a refused handshake's body is kept for the exception.
-_BODY_EXCERPT: Final = 4096
-_DEFAULT_OPEN_TIMEOUT: Final = 10.0
-_DEFAULT_CLOSE_TIMEOUT: Final = 3.0
-_DEFAULT_REDIRECT_LIMIT: Final = 3
 
 
 @dataclass(slots=True)
@@ -117,7 +110,7 @@ class WebSocket:
         extensions: Sequence[str],
         leftover: bytes = b"",
         fire_cont_frame: bool = False,
-        close_timeout: float = _DEFAULT_CLOSE_TIMEOUT,
+        close_timeout: float,
     ) -> None:
         self.sock: socket.socket | None = sock
         self.url = url.redacted
@@ -512,209 +505,109 @@ def _event_frame(event: Event) -> Frame | None:
 # --------------------------------------------------------------------- connecting
 
 
-def connect(
-    url: str,
-    *,
-    timeout: float | None = None,
-    open_timeout: float | None = _DEFAULT_OPEN_TIMEOUT,
-    close_timeout: float = _DEFAULT_CLOSE_TIMEOUT,
-    header: Mapping[str, str] | Sequence[str] | Sequence[tuple[str, str]] | None = None,
-    cookie: str | None = None,
-    origin: str | None = None,
-    suppress_origin: bool = False,
-    host: str | None = None,
-    subprotocols: Sequence[str] | None = None,
-    compression: Any = "deflate",
-    max_size: int | None = DEFAULT_MAX_SIZE,
-    skip_utf8_validation: bool = False,
-    sslopt: Mapping[str, Any] | None = None,
-    ssl: ssl.SSLContext | None = None,
-    sockopt: Sequence[tuple[int, int, int]] = (),
-    source_address: tuple[str, int] | None = None,
-    http_proxy_host: str | None = None,
-    http_proxy_port: int | str | None = None,
-    http_proxy_auth: tuple[str, str] | None = None,
-    http_no_proxy: Sequence[str] | None = None,
-    http_proxy_timeout: float | None = None,
-    proxy_type: str = "http",
-    redirect_limit: int = _DEFAULT_REDIRECT_LIMIT,
-    fire_cont_frame: bool = False,
-    enable_multithread: bool = True,
-) -> WebSocket:
+def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
     """Open a WebSocket connection and return it once the handshake succeeded.
 
-    Option names follow websocket-client.  ``timeout`` applies to every later read
-    and write (``None``: block); ``open_timeout`` bounds connecting, proxy, TLS and the
-    handshake together.  ``compression="deflate"`` offers permessage-deflate (``None``
-    turns it off; a :class:`~wspool.DeflateOptions` sets its parameters).
-    ``max_size`` bounds frames, messages and decompressed messages (``None``: no
-    bound).  Redirects (301/302/303/307/308) are followed up to ``redirect_limit``
-    times; credentials are only sent to the host they were given for.
-    ``enable_multithread`` is accepted for compatibility: a WebSocket is always safe
-    to use from several threads.
+    Option names follow websocket-client; every option, its default and what it
+    accepts is in :data:`wspool.options.OPTIONS` (the same table the pool uses), and a
+    bad or unknown one raises :class:`WebSocketConfigurationException` before any
+    connection is made.  ``timeout`` applies to every later read and write (``None``:
+    block); ``open_timeout`` bounds connecting, proxy, TLS, redirects and the handshake
+    together.  ``compression="deflate"`` offers permessage-deflate (``None`` turns it
+    off; a :class:`~wspool.DeflateOptions` sets its parameters).  ``max_size`` bounds
+    frames, messages and decompressed messages (``None``: no bound).  Redirects
+    (301/302/303/307/308) are followed up to ``redirect_limit`` times; credentials are
+    only sent to the origin they were given for.  ``enable_multithread`` is accepted
+    for compatibility: a WebSocket is always safe to use from several threads.
     """
-    del enable_multithread
-    target = parse_url(url)
-    # Every option is checked before any connection is made.
-    try:
-        deflate_options = coerce_compression(compression)
-        _check_seconds("timeout", timeout)
-        _check_seconds("open_timeout", open_timeout)
-        _check_seconds("close_timeout", close_timeout, allow_none=False)
-        if max_size is not None and (
-            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
-        ):
-            raise WebSocketConfigurationException(
-                f"max_size must be an int >= 0 (bytes) or None, not {max_size!r}"
-            )
-        if redirect_limit < 0:
-            raise WebSocketConfigurationException(
-                f"redirect_limit must be >= 0, not {redirect_limit}"
-            )
-    except WebSocketException as exc:
-        exc.url = exc.url or target.redacted
-        raise
-    deadline = None if open_timeout is None else time.monotonic() + open_timeout
-    origin_host = (target.host, target.port)
-    seen: set[str] = set()
-    for _ in range(redirect_limit + 1):
-        seen.add(target.redacted)
-        same_host = (target.host, target.port) == origin_host
+    checked = connect_options(url, options)
+    opening = Opening(checked)
+    deadline = Deadline(checked.open_timeout)
+    while True:
         try:
-            proxy = select_proxy(
-                target,
-                http_proxy_host=http_proxy_host,
-                http_proxy_port=http_proxy_port,
-                http_proxy_auth=http_proxy_auth,
-                http_no_proxy=http_no_proxy,
-                proxy_type=proxy_type,
-                http_proxy_timeout=http_proxy_timeout,
-            )
-            ssl_context = server_hostname = None
-            if target.secure:
-                ssl_context = build_ssl_context(sslopt, ssl, url=target.redacted)
-                server_hostname = server_hostname_for(target.host, sslopt)
-            sock = open_socket(
-                target,
-                timeout=_remaining(deadline, target),
-                proxy=proxy,
-                ssl_context=ssl_context,
-                server_hostname=server_hostname,
-                sockopt=sockopt,
-                source_address=source_address,
-            )
+            sock = open_socket(opening.plan(), deadline)
+        except TimeoutError as exc:
+            if isinstance(exc, WebSocketException):
+                exc.url = exc.url or opening.url.redacted
+                raise
+            raise _open_timed_out(checked, opening) from exc
         except WebSocketException as exc:
-            exc.url = exc.url or target.redacted
+            exc.url = exc.url or opening.url.redacted
             raise
         try:
-            request = build_request(
-                host=target.host,
-                port=target.port,
-                resource=target.resource,
-                secure=target.secure,
-                subprotocols=subprotocols,
-                origin=origin,
-                suppress_origin=suppress_origin,
-                header=header if same_host else headers_without_credentials(header),
-                cookie=cookie if same_host else None,
-                host_header=host if same_host else None,
-                auth=(target.username, target.password or "")
-                if target.username is not None
-                else None,
-                deflate=deflate_options,
-            )
-            response, leftover = _exchange(sock, request.to_bytes(), deadline, target)
-            if response.status == 101:
-                result = validate_response(request, response, max_size=max_size)
-                protocol = ClientProtocol(
-                    max_size=max_size,
-                    skip_utf8_validation=skip_utf8_validation,
-                    deflate=result.deflate,
-                    defer_failure=True,
-                )
-                sock.settimeout(timeout)
+            event, leftover = _exchange(sock, opening.handshake(), deadline, opening)
+            if isinstance(event, Accepted):
+                sock.settimeout(checked.timeout)
                 return WebSocket(
                     sock,
-                    protocol,
-                    target,
-                    status=response.status,
-                    headers=response.headers,
-                    subprotocol=result.subprotocol,
-                    extensions=result.extensions,
+                    opening.protocol(event, defer_failure=True),
+                    opening.url,
+                    status=event.result.status,
+                    headers=event.result.headers,
+                    subprotocol=event.result.subprotocol,
+                    extensions=event.result.extensions,
                     leftover=leftover,
-                    fire_cont_frame=fire_cont_frame,
-                    close_timeout=close_timeout,
+                    fire_cont_frame=checked.fire_cont_frame,
+                    close_timeout=checked.close_timeout,
                 )
-            if not is_redirect(response):
-                body = _read_body_excerpt(sock, response, leftover, deadline)
-                raise bad_status_error(response, body)
-            target = _redirect_target(target, response)
-            if target.redacted in seen:
-                raise WebSocketRedirectException(
-                    f"redirect loop: {target.redacted} was already visited"
-                )
+            if isinstance(event, Rejected):
+                raise event.error
+            opening.follow(event)
         except WebSocketException as exc:
             sock.close()
-            exc.url = exc.url or target.redacted
+            exc.url = exc.url or opening.url.redacted
             raise
         except BaseException:
             sock.close()
             raise
         sock.close()
-    raise WebSocketRedirectException(
-        f"more than redirect_limit={redirect_limit} redirects; raise the limit or fix the URL",
-        url=target.redacted,
-    )
 
 
 create_connection = connect
 
 
-def _check_seconds(name: str, value: float | None, *, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        allowed = "a number of seconds >= 0" + (" or None" if allow_none else "")
-        raise WebSocketConfigurationException(f"{name} must be {allowed}, not {value!r}")
-
-
-def _remaining(deadline: float | None, target: WebSocketURL) -> float | None:
-    if deadline is None:
-        return None
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise WebSocketTimeoutException(
-            "open_timeout expired before the handshake completed", url=target.redacted
-        )
-    return remaining
+def _open_timed_out(options: ConnectOptions, opening: Opening) -> WebSocketTimeoutException:
+    return WebSocketTimeoutException(
+        f"open_timeout={options.open_timeout}s expired before the handshake completed",
+        url=opening.url.redacted,
+    )
 
 
 def _exchange(
-    sock: socket.socket, request: bytes, deadline: float | None, target: WebSocketURL
-) -> tuple[HandshakeResponse, bytes]:
-    """Send the upgrade request and read the response head."""
-    parser = ResponseParser()
+    sock: socket.socket, handshake: ClientHandshake, deadline: Deadline, opening: Opening
+) -> tuple[Accepted | Redirect | Rejected, bytes]:
+    """Send the upgrade request and read until the handshake has its outcome."""
+    url = opening.url
     try:
-        sock.settimeout(_remaining(deadline, target))
-        sock.sendall(request)
+        sock.settimeout(deadline.remaining())
+        sock.sendall(handshake.data_to_send())
         while True:
-            sock.settimeout(_remaining(deadline, target))
-            data = sock.recv(65536)
-            if not data:
-                raise WebSocketHandshakeException(
-                    "the server closed the connection before answering the upgrade request"
-                )
-            response = parser.feed(data)
-            if response is not None:
-                return response, parser.leftover
+            if handshake.state is HandshakeState.READING_BODY:
+                # A refusal's body is only an excerpt for the exception: never wait
+                # long for it.
+                try:
+                    sock.settimeout(deadline.remaining(REJECTION_BODY_WAIT))
+                    data = sock.recv(_RECV_SIZE)
+                except (TimeoutError, ssl.SSLError, ConnectionError):
+                    return handshake.body_timed_out(), b""
+            else:
+                sock.settimeout(deadline.remaining())
+                data = sock.recv(_RECV_SIZE)
+            event = handshake.receive_data(data)
+            if event is not None:
+                return event, event.leftover if isinstance(event, Accepted) else b""
     except TimeoutError as exc:
+        if isinstance(exc, WebSocketException):
+            raise
         raise WebSocketTimeoutException(
-            "timed out waiting for the handshake response (open_timeout)"
+            f"open_timeout={opening.options.open_timeout}s expired waiting for the handshake "
+            "response",
+            url=url.redacted,
         ) from exc
     except ssl.SSLError as exc:
         # With TLS 1.3 the server checks a client certificate after the client's side of
         # the TLS handshake finished: its refusal arrives here, as an alert.
-        raise tls_handshake_error(exc, target, target.host) from exc
+        raise tls_handshake_error(exc, url, opening.plan().server_hostname) from exc
     except OSError as exc:
         if isinstance(exc, WebSocketException):
             raise
@@ -723,7 +616,7 @@ def _exchange(
             # client-certificate alert races with our write): report its alert if any.
             alert = _pending_tls_alert(sock)
             if alert is not None:
-                raise tls_handshake_error(alert, target, target.host) from alert
+                raise tls_handshake_error(alert, url, opening.plan().server_hostname) from alert
         raise WebSocketHandshakeException(f"connection failed during the handshake: {exc}") from exc
 
 
@@ -737,36 +630,3 @@ def _pending_tls_alert(sock: ssl.SSLSocket) -> ssl.SSLError | None:
     except OSError:
         pass
     return None
-
-
-def _read_body_excerpt(
-    sock: socket.socket, response: HandshakeResponse, leftover: bytes, deadline: float | None
-) -> bytes:
-    """At most ``_BODY_EXCERPT`` bytes of a refused handshake's body, best effort."""
-    length_header = response.get("Content-Length")
-    wanted = _BODY_EXCERPT
-    if length_header is not None and length_header.isdigit():
-        wanted = min(wanted, int(length_header))
-    body = bytearray(leftover[:wanted])
-    try:
-        while len(body) < wanted:
-            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            chunk = sock.recv(wanted - len(body))
-            if not chunk:
-                break
-            body += chunk
-    except OSError:
-        pass
-    return bytes(body)
-
-
-def _redirect_target(current: WebSocketURL, response: HandshakeResponse) -> WebSocketURL:
-    location = response.get("Location")
-    if not location:
-        raise WebSocketRedirectException(
-            f"redirect status {response.status} without a Location header"
-        )
-    return resolve_redirect(current, location)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wspool.exceptions import WebSocketConfigurationException
@@ -37,29 +39,45 @@ class ReconnectPolicy:
 
     def __post_init__(self) -> None:
         for name in ("initial_delay", "max_delay", "reset_after"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                raise WebSocketConfigurationException(
-                    f"reconnect {name} must be >= 0, not {value!r}"
-                )
-        if not isinstance(self.factor, int | float) or self.factor < 1:
+            _check_number(name, getattr(self, name), ">= 0", lambda v: v >= 0)
+        _check_number("factor", self.factor, ">= 1", lambda v: v >= 1)
+        attempts = self.max_attempts
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0
+        ):
             raise WebSocketConfigurationException(
-                f"reconnect factor must be >= 1, not {self.factor!r}"
-            )
-        if self.max_attempts is not None and self.max_attempts < 0:
-            raise WebSocketConfigurationException(
-                f"reconnect max_attempts must be >= 0 or None, not {self.max_attempts!r}"
+                f"reconnect max_attempts must be an int >= 0 or None, not {attempts!r}"
             )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt number ``attempt`` (0 for the first retry)."""
-        ceiling = min(self.max_delay, self.initial_delay * self.factor ** min(attempt, 64))
+        initial, factor, ceiling = self.initial_delay, self.factor, self.max_delay
+        if initial < ceiling:
+            # initial * factor ** attempt, computed only while it stays under the cap
+            # (compared in logarithms), so a large factor or attempt never overflows.
+            if initial == 0 or factor == 1:
+                ceiling = initial
+            elif attempt * math.log(factor) < math.log(ceiling / initial):
+                ceiling = initial * factor**attempt
         return (rng or random).uniform(0.0, ceiling)
+
+
+def _check_number(name: str, value: object, bound: str, ok: Callable[[float], bool]) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not ok(value)
+    ):
+        raise WebSocketConfigurationException(
+            f"reconnect {name} must be a number {bound}, not {value!r}"
+        )
 
 
 def coerce_reconnect(value: object) -> ReconnectPolicy | None:
     """The ``reconnect=`` option: ``True``/``False``/``None``, a number (the initial
-    delay, websocket-client style), a dict of policy fields, or a ReconnectPolicy."""
+    delay, websocket-client style; 0 means no reconnect), a dict of policy fields, or a
+    ReconnectPolicy."""
     if value is None or value is False:
         return None
     if value is True:
@@ -67,15 +85,23 @@ def coerce_reconnect(value: object) -> ReconnectPolicy | None:
     if isinstance(value, ReconnectPolicy):
         return value
     if isinstance(value, int | float):
-        if value <= 0:
+        if math.isnan(value) or value < 0:
+            raise WebSocketConfigurationException(
+                f"reconnect must be a delay in seconds >= 0 (0: no reconnect), not {value!r}"
+            )
+        if value == 0:
             return None
         return ReconnectPolicy(initial_delay=float(value), max_delay=max(30.0, float(value)))
     if isinstance(value, dict):
-        try:
-            return ReconnectPolicy(**value)
-        except TypeError as exc:
-            raise WebSocketConfigurationException(f"reconnect: {exc}") from exc
+        known = ReconnectPolicy.__dataclass_fields__
+        unknown = [key for key in value if key not in known]
+        if unknown:
+            raise WebSocketConfigurationException(
+                f"reconnect has unknown field(s) {', '.join(map(repr, unknown))}; the fields "
+                f"are {', '.join(known)}"
+            )
+        return ReconnectPolicy(**value)
     raise WebSocketConfigurationException(
         f"reconnect must be a bool, a delay in seconds, a dict or a ReconnectPolicy, "
-        f"not {type(value).__name__}"
+        f"not {value!r} ({type(value).__name__})"
     )

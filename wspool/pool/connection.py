@@ -2,72 +2,126 @@
 
 A :class:`Connection` is what the user holds.  Its callbacks, options, label and
 stats outlive every socket; each physical socket is a
-:class:`~wspool.pool.session.Session`, replaced on reconnect.
+:class:`~wspool.pool.session.Session`, replaced on reconnect.  It talks to its pool
+through the small :class:`ConnectionOwner` interface, as a Session talks to its
+:class:`~wspool.pool.session.SessionOwner`.
 
-Threads: ``session_*`` methods run on the dispatcher thread; ``_deliver`` runs on a
-worker (one at a time per connection, via its DeliveryQueue); ``send*``/``close``
-may be called from any thread.
+State: one :class:`ConnectionState`, changed only by :meth:`Connection._transition`
+(the table :data:`_TRANSITIONS` lists every allowed change), each change logged at
+DEBUG on the ``wspool`` logger with the URL redacted.
+
+Threads (docs/architecture.md, "Connection fields and their threads"):
+
+* ``session_*``, ``_start_session``, ``_end`` and the retry timer run on the
+  dispatcher thread;
+* ``_deliver`` runs on a worker (one at a time per connection, via its DeliveryQueue);
+* ``send*``, ``close``, ``abort`` and ``wait_closed`` may be called from any thread.
+
+``_state`` and ``_session`` are written under ``_lock`` (by the dispatcher, and by
+``close()`` on the caller's thread); readers that only need a snapshot (``state``,
+``send``) read them without it: each is one reference, replaced whole.  Lock order:
+``Connection._lock`` -> ``Session.send_lock``; never the other way round.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from wspool.exceptions import (
     CallbackError,
     WebSocketBadStatusException,
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
-    WebSocketException,
-    WebSocketRedirectException,
     WebSocketTLSException,
 )
-from wspool.pool.backoff import ReconnectPolicy
 from wspool.pool.delivery import DeliveryQueue
 from wspool.pool.session import Session
 from wspool.protocol.events import Event, Message, Ping, Pong
-from wspool.protocol.frames import CloseCode, Opcode
-from wspool.transport.url import WebSocketURL, resolve_redirect
+from wspool.protocol.frames import CloseCode, Opcode, encode_close_payload
 
 if TYPE_CHECKING:
-    from wspool.pool.options import ConnectOptions
-    from wspool.pool.pool import Pool
+    from wspool.options import Callbacks, PoolOptions
+    from wspool.pool.dispatcher import Dispatcher, TimerHandle
 
-__all__ = ["Callbacks", "Connection", "ConnectionState", "ConnectionStats"]
+__all__ = ["Connection", "ConnectionOwner", "ConnectionState", "ConnectionStats"]
 
 logger = logging.getLogger("wspool")
 
 
 class ConnectionState(Enum):
+    """Where a :class:`Connection` is in its life (``conn.state``)."""
+
+    #: A session is opening (connect, proxy, TLS, handshake).
     CONNECTING = "connecting"
+    #: The current session is open: ``send`` works.
     OPEN = "open"
+    #: ``close()`` was called (or the pool is closing): the current session closes, no
+    #: reconnect follows.
     CLOSING = "closing"
     #: Lost; waiting for the backoff delay before the next attempt.
     RECONNECTING = "reconnecting"
+    #: Over for good; ``on_close`` was queued last.
     CLOSED = "closed"
 
 
-@dataclass(slots=True)
-class Callbacks:
-    on_open: Callable[[Connection], object] | None = None
-    on_message: Callable[[Connection, Any], object] | None = None
-    on_error: Callable[[Connection, BaseException], object] | None = None
-    on_close: Callable[[Connection, int, str], object] | None = None
-    on_ping: Callable[[Connection, bytes], object] | None = None
-    on_pong: Callable[[Connection, bytes], object] | None = None
-    on_data: Callable[[Connection, Any, int, bool], object] | None = None
-    on_reconnect: Callable[[Connection], object] | None = None
+_S = ConnectionState
+#: Every allowed change: (state, event) -> next state.  Events: ``opened`` (a session
+#: opened), ``close`` (the user or the pool asked), ``lost`` (a session ended and a
+#: reconnect follows), ``ended`` (over for good), ``retry`` (the backoff delay passed).
+_TRANSITIONS: Final[dict[tuple[ConnectionState, str], ConnectionState]] = {
+    (_S.CONNECTING, "opened"): _S.OPEN,
+    (_S.CONNECTING, "close"): _S.CLOSING,
+    (_S.CONNECTING, "lost"): _S.RECONNECTING,
+    (_S.CONNECTING, "ended"): _S.CLOSED,
+    (_S.OPEN, "close"): _S.CLOSING,
+    (_S.OPEN, "lost"): _S.RECONNECTING,
+    (_S.OPEN, "ended"): _S.CLOSED,
+    # Closing: a session that opens meanwhile is closed at once; its end is the end.
+    (_S.CLOSING, "opened"): _S.CLOSING,
+    (_S.CLOSING, "close"): _S.CLOSING,
+    (_S.CLOSING, "ended"): _S.CLOSED,
+    (_S.RECONNECTING, "retry"): _S.CONNECTING,
+    (_S.RECONNECTING, "close"): _S.CLOSING,
+    (_S.RECONNECTING, "ended"): _S.CLOSED,
+    (_S.CLOSED, "close"): _S.CLOSED,
+}
+
+
+class ConnectionOwner(Protocol):
+    """What a Connection needs from its pool, and nothing more."""
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+    @property
+    def executor(self) -> Executor: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def connection_ended(self, connection: Connection) -> None:
+        """The connection is over for good (dispatcher thread)."""
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``predicate()`` holds (re-checked when a connection ends)."""
 
 
 @dataclass(slots=True)
 class ConnectionStats:
-    """Counters kept as the connection runs; plain attribute bumps, cheap to leave on."""
+    """Counters kept as the connection runs.
+
+    ``messages_in``, ``bytes_in``, ``reconnects``, ``last_rtt``, ``last_message_at``
+    and ``opened_at`` are written by the dispatcher only; ``messages_out`` and
+    ``bytes_out`` by sending threads, under the session's ``send_lock``.
+    """
 
     messages_in: int = 0
     bytes_in: int = 0
@@ -107,35 +161,23 @@ class Connection:
     """
 
     def __init__(
-        self,
-        pool: Pool,
-        options: ConnectOptions,
-        callbacks: Callbacks,
-        *,
-        label: object = None,
-        reconnect: ReconnectPolicy | None = None,
+        self, owner: ConnectionOwner, options: PoolOptions, *, label: object = None
     ) -> None:
-        self.pool = pool
+        self._owner = owner
         self.options = options
-        self.callbacks = callbacks
+        self.callbacks: Callbacks = options.callbacks
         # Any, not object: the user's own value, used without casts in callbacks.
         self.label: Any = label
-        self.reconnect_policy = reconnect
         self.stats = ConnectionStats()
-        self._status = ConnectionState.CONNECTING
+        self._lock = threading.Lock()
+        self._state = ConnectionState.CONNECTING
         self._session: Session | None = None
-        self._attempt = 0  # consecutive failed attempts, for the backoff
-        self._redirects = 0
-        self._opened_once = False
-        self._user_closed = False
-        self._session_opened = False  # the current session reached OPEN
-        # on_close pairs with on_open: each opened session's loss is reported once; a
-        # connection that ends without a report since its last open gets one on_close.
-        self._loss_reported = False
-        self._redirect_error: BaseException | None = None
-        self._current: str | None = None  # see _deliver
+        self._retry_timer: TimerHandle | None = None  # dispatcher only
+        self._attempt = 0  # consecutive failed attempts, for the backoff (dispatcher only)
+        self._opens = 0  # sessions that opened (dispatcher only)
+        self._current: str | None = None  # see _deliver (the worker only)
         self._queue = DeliveryQueue(
-            pool.executor,
+            owner.executor,
             self._deliver,
             high_water=options.max_queue,
             low_water=max(1, options.max_queue // 2),
@@ -152,11 +194,11 @@ class Connection:
 
     @property
     def url(self) -> str:
-        return self.options.url.redacted
+        return self.options.connect.url.redacted
 
     @property
     def state(self) -> ConnectionState:
-        return self._status
+        return self._state
 
     @property
     def subprotocol(self) -> str | None:
@@ -181,7 +223,7 @@ class Connection:
 
     def stats_dict(self) -> dict[str, Any]:
         data = self.stats.as_dict()
-        data["state"] = self._status.value
+        data["state"] = self._state.value
         data["queue_depth"] = self._queue.qsize
         data["url"] = self.url
         data["label"] = self.label
@@ -189,13 +231,26 @@ class Connection:
 
     def __repr__(self) -> str:
         label = f" {self.label!r}" if self.label is not None else ""
-        return f"<wspool.Connection {self.url}{label} {self._status.value}>"
+        return f"<wspool.Connection {self.url}{label} {self._state.value}>"
+
+    # ------------------------------------------------------------------- state
+
+    def _transition(self, event: str) -> ConnectionState:
+        """Apply ``event`` to the state (caller holds ``_lock``); returns the old state."""
+        old = self._state
+        new = _TRANSITIONS.get((old, event))
+        if new is None:
+            raise AssertionError(f"{self.url}: no transition from {old.value} on {event!r}")
+        if new is not old:
+            logger.debug("%s: %s -> %s (%s)", self.url, old.value, new.value, event)
+            self._state = new
+        return old
 
     # ----------------------------------------------------------------- sending
 
     def _session_for_send(self) -> Session:
         session = self._session
-        if session is None or self._status is not ConnectionState.OPEN:
+        if session is None or self._state is not ConnectionState.OPEN:
             raise WebSocketConnectionClosedException(url=self.url)
         return session
 
@@ -207,11 +262,9 @@ class Connection:
         """
         if opcode == Opcode.PING:
             return self.ping(data)
-        size = self._session_for_send().send_built(lambda p: p.send_message(data, opcode))
-        stats = self.stats
-        stats.messages_out += 1
-        stats.bytes_out += size
-        return size
+        return self._session_for_send().send_built(
+            lambda p: p.send_message(data, opcode), message=True
+        )
 
     def send_text(self, text: str) -> int:
         return self.send(text, Opcode.TEXT)
@@ -229,63 +282,89 @@ class Connection:
     def ping(self, payload: str | bytes | bytearray | memoryview = b"") -> int:
         return self._session_for_send().send_built(lambda p: p.send_ping(payload))
 
+    # ----------------------------------------------------------------- closing
+
     def close(self, status: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with a closing handshake; no reconnect follows.  Thread-safe, returns
-        at once: ``on_close`` tells when it is done (or :meth:`wait_closed`)."""
-        from wspool.protocol.frames import encode_close_payload
+        at once: ``on_close`` tells when it is done (or :meth:`wait_closed`).
 
+        A connection waiting to reconnect ends at once (its backoff timer is
+        cancelled), even when close() races the session that just ended."""
         encode_close_payload(status, reason)  # invalid arguments raise here, in the caller
-        self._user_closed = True
-        session = self._session
-        if session is None:
-            self.pool.dispatcher.call_soon(self._closed_while_waiting)
-            return
-        if self._status in (ConnectionState.OPEN, ConnectionState.CONNECTING):
-            self._status = ConnectionState.CLOSING
-        session.start_close(status, reason)
+        with self._lock:
+            old = self._transition("close")
+            session = self._session
+            if session is not None and old is not ConnectionState.CLOSED:
+                # Under the lock: the session cannot be replaced meanwhile.  Its close
+                # frame is built now, behind anything already sent.
+                session.start_close(status, reason)
+        if session is None and old is not ConnectionState.CLOSED:
+            self._owner.dispatcher.call_soon(self._end_if_idle, CloseCode.NORMAL_CLOSURE)
 
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake; no reconnect."""
-        self._user_closed = True
-        session = self._session
+        with self._lock:
+            old = self._transition("close")
+            session = self._session
+        if old is ConnectionState.CLOSED:
+            return
         if session is not None:
-            self.pool.dispatcher.call_soon(session.abort)
+            self._owner.dispatcher.call_soon(session.abort)
         else:
-            self.pool.dispatcher.call_soon(self._closed_while_waiting)
+            self._owner.dispatcher.call_soon(self._end_if_idle, CloseCode.ABNORMAL_CLOSURE)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the connection is closed for good and ``on_close`` has run."""
-        return self.pool._wait_for(lambda: self._status is ConnectionState.CLOSED, timeout) and (
-            self._queue.join(timeout)
-        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._owner.wait_for(lambda: self._state is ConnectionState.CLOSED, timeout):
+            return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._queue.join(remaining)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Block until every queued callback has run (the pool's close uses it)."""
+        return self._queue.join(timeout)
 
     # -------------------------------------------------- session life (dispatcher)
 
-    def _start_session(self, url: WebSocketURL | None = None) -> None:
-        if self._user_closed:
+    def start(self) -> None:
+        """Open the first session (dispatcher thread; called once by the pool)."""
+        self._start_session()
+
+    def _start_session(self) -> None:
+        with self._lock:
+            if self._state is ConnectionState.CLOSING:
+                session = None
+            else:
+                if self._state is ConnectionState.RECONNECTING:
+                    self._transition("retry")
+                session = self._session = Session(
+                    self,
+                    self.options,
+                    self._owner.dispatcher,
+                    self._owner.executor,
+                    self.stats,
+                )
+        if session is None:
             self._end(CloseCode.NORMAL_CLOSURE, "closed by the user")
             return
-        self._status = ConnectionState.CONNECTING
-        self._session_opened = False
-        session = Session(
-            self, self.options, self.pool.dispatcher, self.pool.executor, url_override=url
-        )
-        self._session = session
         session.start()
 
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self._start_session()
+
     def session_opened(self, session: Session) -> None:
-        self._status = ConnectionState.CLOSING if self._user_closed else ConnectionState.OPEN
-        self._session_opened = True
-        self._loss_reported = False
-        self._redirects = 0
-        reconnected = self._opened_once
-        self._opened_once = True
+        with self._lock:
+            old = self._transition("opened")
+        reconnected = self._opens > 0
+        self._opens += 1
         stats = self.stats
         stats.opened_at = time.time()
         if reconnected:
             stats.reconnects += 1
         self._queue.put(_Opened(reconnected))
-        if self._user_closed:
+        if old is ConnectionState.CLOSING:
             session.start_close(CloseCode.NORMAL_CLOSURE, "")
 
     def session_events(
@@ -302,56 +381,28 @@ class Connection:
         self._queue.put_many(events, size)
 
     def session_closed(
-        self,
-        session: Session,
-        code: int,
-        reason: str,
-        error: BaseException | None,
-        redirect: str | None,
+        self, session: Session, code: int, reason: str, error: BaseException | None
     ) -> None:
         if session is not self._session:
             return
-        opened = self._session_opened
-        self._session_opened = False
-        if redirect is not None and not self._user_closed:
-            target = self._redirect(redirect)
-            if target is not None:
-                self._start_session(target)
-                return
-            error = self._redirect_error
         if error is not None:
             self._queue.put(_Failed(error))
-        if opened:
-            self._queue.put(_Closed(code, reason))
-            self._loss_reported = True
-        delay = self._next_delay(session, code, error)
+        if session.opened_at is not None:
+            self._queue.put(_Closed(code, reason))  # on_close pairs with that on_open
+        with self._lock:
+            self._session = None
+            delay = self._next_delay(session, code, error)
+            if delay is not None:
+                self._transition("lost")
         if delay is None:
             self._end(code, reason)
             return
-        self._status = ConnectionState.RECONNECTING
-        self._session = None
-        self.pool.dispatcher.call_later(delay, self._start_session)
-
-    def _redirect(self, location: str) -> WebSocketURL | None:
-        session = self._session
-        assert session is not None
-        self._redirects += 1
-        if self._redirects > self.options.redirect_limit:
-            self._redirect_error = WebSocketRedirectException(
-                f"more than redirect_limit={self.options.redirect_limit} redirects", url=self.url
-            )
-            return None
-        try:
-            return resolve_redirect(session.url, location)
-        except WebSocketException as exc:
-            exc.url = self.url
-            self._redirect_error = exc
-            return None
+        self._retry_timer = self._owner.dispatcher.call_later(delay, self._retry)
 
     def _next_delay(self, session: Session, code: int, error: BaseException | None) -> float | None:
         """Seconds until the next attempt, or None when the connection is over."""
-        policy = self.reconnect_policy
-        if policy is None or self._user_closed or session.closed_by_user or self.pool.closing:
+        policy = self.options.reconnect
+        if policy is None or self._state is ConnectionState.CLOSING or self._owner.closing:
             return None
         if isinstance(error, WebSocketBadStatusException):
             if error.status_code not in policy.retry_statuses:
@@ -369,23 +420,25 @@ class Connection:
         self._attempt += 1
         return delay
 
-    def _closed_while_waiting(self) -> None:
-        if self._status is ConnectionState.RECONNECTING or (
-            self._session is None and self._status is not ConnectionState.CLOSED
-        ):
-            self._end(CloseCode.NORMAL_CLOSURE, "closed by the user")
+    def _end_if_idle(self, code: int) -> None:
+        """After close()/abort() found no session: end now unless a session started."""
+        if self._session is None and self._state is not ConnectionState.CLOSED:
+            timer, self._retry_timer = self._retry_timer, None
+            if timer is not None:
+                timer.cancel()
+            self._end(code, "closed by the user")
 
     def _end(self, code: int, reason: str) -> None:
-        if self._status is ConnectionState.CLOSED:
-            return
-        self._status = ConnectionState.CLOSED
-        self._session = None
-        if not self._loss_reported:
+        with self._lock:
+            if self._state is ConnectionState.CLOSED:
+                return
+            self._transition("ended")
+            self._session = None
+        if self._opens == 0:
             # Never opened: on_close still ends the story, once.
-            self._loss_reported = True
             self._queue.put(_Closed(code, reason))
         self._queue.close()
-        self.pool._connection_ended(self)
+        self._owner.connection_ended(self)
 
     # ------------------------------------------------------------ backpressure
 
@@ -396,7 +449,7 @@ class Connection:
 
     def _resume_reading(self) -> None:
         # Called on a worker thread: the socket belongs to the dispatcher.
-        self.pool.dispatcher.call_soon(self._resume_on_dispatcher)
+        self._owner.dispatcher.call_soon(self._resume_on_dispatcher)
 
     def _resume_on_dispatcher(self) -> None:
         session = self._session

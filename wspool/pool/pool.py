@@ -10,20 +10,17 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from wspool.exceptions import WebSocketConfigurationException
-from wspool.pool.backoff import coerce_reconnect
-from wspool.pool.connection import Callbacks, Connection, ConnectionState
+from wspool.options import PoolKeywords, pool_options
+from wspool.pool.connection import Connection, ConnectionState
 from wspool.pool.dispatcher import Dispatcher
-from wspool.pool.options import build_options
 from wspool.pool.workers import WorkerThreads
 
 __all__ = ["Pool"]
 
 logger = logging.getLogger("wspool")
-
-_CALLBACK_NAMES = frozenset(Callbacks.__slots__)
 
 
 class Pool:
@@ -64,46 +61,39 @@ class Pool:
             return list(self._connections)
 
     def connect(
-        self,
-        url: str,
-        *,
-        label: object = None,
-        reconnect: object = False,
-        **options: Any,
+        self, url: str, *, label: object = None, **options: Unpack[PoolKeywords]
     ) -> Connection:
         """Open a connection in the background and return its handle at once.
 
         Callbacks (``on_open``, ``on_message``, ``on_error``, ``on_close``, ``on_ping``,
         ``on_pong``, ``on_data``, ``on_reconnect``) take websocket-client's signatures
         with the :class:`Connection` first.  Other options are those of
-        :func:`wspool.connect` plus ``ping_interval``, ``ping_timeout``,
+        :func:`wspool.connect`, with the same meaning and checks (one table:
+        :data:`wspool.options.OPTIONS`), plus ``ping_interval``, ``ping_timeout``,
         ``ping_payload``, ``reconnect`` (``True``, a delay, a dict or a
-        :class:`ReconnectPolicy`), ``max_queue`` and ``max_queue_bytes``.
+        :class:`ReconnectPolicy`), ``max_queue`` and ``max_queue_bytes``.  ``timeout``
+        bounds how long a write may make no progress before the connection is dropped
+        (there is no blocking read to time out).  Every option is checked here, in the
+        caller's thread: a bad one raises :class:`WebSocketConfigurationException`.
         """
         if self.closing or self._closed:
             raise WebSocketConfigurationException("this pool is closed: create a new one")
-        callbacks = Callbacks(**{k: options.pop(k) for k in list(options) if k in _CALLBACK_NAMES})
-        connect_options = build_options(url, **options)
-        connection = Connection(
-            self,
-            connect_options,
-            callbacks,
-            label=label,
-            reconnect=coerce_reconnect(reconnect),
-        )
+        connection = Connection(self, pool_options(url, options), label=label)
         with self._lock:
             self._connections.append(connection)
-        self.dispatcher.call_soon(connection._start_session)
+        self.dispatcher.call_soon(connection.start)
         _register_exit_hook()
         return connection
 
-    def _connection_ended(self, connection: Connection) -> None:
+    # ConnectionOwner: what a Connection may ask of its pool.
+
+    def connection_ended(self, connection: Connection) -> None:
         with self._lock:
             with contextlib.suppress(ValueError):
                 self._connections.remove(connection)
             self._lock.notify_all()
 
-    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not predicate():
@@ -135,7 +125,7 @@ class Pool:
         ended on their own.
         """
         try:
-            self._wait_for(lambda: not self._connections, None)
+            self.wait_for(lambda: not self._connections, None)
         except KeyboardInterrupt:
             logger.info("interrupted: closing %d connections", len(self._connections))
             self.close()
@@ -155,14 +145,14 @@ class Pool:
                 connection.close()
             except Exception:
                 logger.exception("closing %r failed", connection)
-        if not self._wait_for(lambda: not self._connections, timeout):
+        if not self.wait_for(lambda: not self._connections, timeout):
             for connection in self.connections:
                 connection.abort()
-            self._wait_for(lambda: not self._connections, 1.0)
+            self.wait_for(lambda: not self._connections, 1.0)
         # Let the last callbacks (on_close above all) run before the workers stop.
         for connection in connections:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            connection._queue.join(remaining)
+            connection.drain(remaining)
         self._closed = True
         self.dispatcher.stop(timeout)
         if self._owns_executor:

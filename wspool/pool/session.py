@@ -1,13 +1,17 @@
 """One physical WebSocket connection, driven by the dispatcher thread.
 
 A :class:`Session` walks one socket through resolve -> TCP connect -> proxy tunnel ->
-TLS -> HTTP upgrade -> open -> closing -> closed, every step non-blocking inside the
-dispatcher.  It reports to its owner (a :class:`~wspool.pool.connection.Connection`)
-through the small :class:`SessionOwner` interface; a reconnect makes a new Session,
-the owner stays.
+TLS -> HTTP upgrade (-> the next hop after a redirect) -> open -> closing -> closed,
+every step non-blocking inside the dispatcher.  What each step does is decided by the
+shared opening path (:class:`~wspool.opening.Opening`, the dial plan of
+:mod:`wspool.transport.dial`, the sans-I/O
+:class:`~wspool.protocol.handshake.ClientHandshake`), the same objects the blocking
+client drives; this module only moves bytes without blocking.  It reports to its owner
+(a :class:`~wspool.pool.connection.Connection`) through the small
+:class:`SessionOwner` interface; a reconnect makes a new Session, the owner stays.
 
-Threading (docs/architecture.md invariants 1 and 2): only the dispatcher thread touches the
-socket.  Other threads only call :meth:`Session.send_frame_built` /
+Threading (docs/architecture.md, invariants 1 and 2): only the dispatcher thread
+touches the socket.  Other threads only call :meth:`Session.send_built` /
 :meth:`Session.start_close`, which build frames under ``send_lock`` (the core is not
 thread-safe, and compression context needs frames to leave in build order), append
 them to ``_outbox`` and wake the dispatcher at most once until it flushed.  The
@@ -18,26 +22,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import operator
+import os
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from wspool.exceptions import (
-    WebSocketAddressException,
     WebSocketConnectionClosedException,
     WebSocketException,
-    WebSocketHandshakeException,
-    WebSocketProxyException,
+    WebSocketRedirectException,
     WebSocketTimeoutException,
 )
+from wspool.opening import Opening
 from wspool.protocol.client_protocol import ClientProtocol, ProtocolState
 from wspool.protocol.events import (
     CloseReceived,
@@ -49,20 +53,31 @@ from wspool.protocol.events import (
 )
 from wspool.protocol.frames import CloseCode
 from wspool.protocol.handshake import (
-    HandshakeRequest,
-    HandshakeResponse,
-    ResponseParser,
-    bad_status_error,
-    build_request,
-    is_redirect,
-    validate_response,
+    REJECTION_BODY_WAIT,
+    Accepted,
+    ClientHandshake,
+    HandshakeEvent,
+    HandshakeState,
+    Rejected,
 )
-from wspool.transport.proxy import ProxyHandshake, make_handshake
-from wspool.transport.tls import tls_handshake_error
+from wspool.transport.dial import (
+    DialPlan,
+    Route,
+    connect_error,
+    connect_timeout_error,
+    new_socket,
+    proxy_handshake,
+    proxy_leftover_error,
+    resolve,
+    tls_error,
+    wrap_tls,
+)
+from wspool.transport.proxy import ProxyHandshake
 
 if TYPE_CHECKING:
+    from wspool.options import PoolOptions
+    from wspool.pool.connection import ConnectionStats
     from wspool.pool.dispatcher import Dispatcher, TimerHandle
-    from wspool.pool.options import ConnectOptions
 
 __all__ = ["Session", "SessionOwner", "SessionState"]
 
@@ -97,12 +112,7 @@ class SessionOwner(Protocol):
     ) -> None: ...
 
     def session_closed(
-        self,
-        session: Session,
-        code: int,
-        reason: str,
-        error: BaseException | None,
-        redirect: str | None,
+        self, session: Session, code: int, reason: str, error: BaseException | None
     ) -> None: ...
 
 
@@ -113,17 +123,17 @@ class Session:
     # connection is a benchmark target).
     __slots__ = (
         "_addresses",
-        "_closed_by_user",
-        "_finished",
         "_flush_scheduled",
+        "_handshake",
         "_last_connect_error",
+        "_lookup",
         "_outbox",
-        "_parser",
         "_paused",
         "_ping_sent_at",
+        "_plan",
         "_proxy_handshake",
         "_reading",
-        "_request",
+        "_route",
         "_sock",
         "_timers",
         "_unsent",
@@ -132,6 +142,7 @@ class Session:
         "extensions",
         "last_rtt",
         "opened_at",
+        "opening",
         "options",
         "owner",
         "protocol",
@@ -139,25 +150,27 @@ class Session:
         "response_headers",
         "send_lock",
         "state",
+        "stats",
         "subprotocol",
-        "url",
     )
 
     def __init__(
         self,
         owner: SessionOwner,
-        options: ConnectOptions,
+        options: PoolOptions,
         dispatcher: Dispatcher,
         resolver: Executor,
-        *,
-        url_override: Any = None,
+        stats: ConnectionStats,
     ) -> None:
         self.owner = owner
         self.options = options
-        self.url = url_override or options.url
+        #: The hops of this session's opening (the URL, then redirect targets).
+        self.opening = Opening(options.connect)
         self.dispatcher = dispatcher
         self.resolver = resolver
-        self.state = SessionState.RESOLVING
+        #: The owner's counters; send counters are bumped under ``send_lock``.
+        self.stats = stats
+        self.state = SessionState.RESOLVING  # written by the dispatcher only
         self.protocol: ClientProtocol | None = None
         self.subprotocol: str | None = None
         self.extensions: list[str] = []
@@ -166,11 +179,13 @@ class Session:
         self.send_lock = threading.Lock()
 
         self._sock: socket.socket | None = None
+        self._plan: DialPlan | None = None
+        self._lookup: Future[Route] | None = None
+        self._route: Route | None = None
         self._addresses: list[tuple[Any, ...]] = []
         self._last_connect_error: OSError | None = None
         self._proxy_handshake: ProxyHandshake | None = None
-        self._request: HandshakeRequest | None = None
-        self._parser: ResponseParser | None = None
+        self._handshake: ClientHandshake | None = None
         # Bytes waiting to be written.  _outbox is filled by any thread under send_lock;
         # _unsent holds what the dispatcher already took but the socket did not accept
         # yet (the dispatcher's own): small frames joined, large ones kept whole.
@@ -183,10 +198,22 @@ class Session:
         self._timers: dict[str, TimerHandle] = {}
         self._ping_sent_at: float | None = None
         self.last_rtt: float | None = None
-        self._closed_by_user = False
-        self._finished = False
+
+    @property
+    def url(self) -> Any:
+        """The hop being opened (after redirects: where the connection went)."""
+        return self.opening.url
 
     # ------------------------------------------------------------------ helpers
+
+    def _enter(self, state: SessionState) -> None:
+        """Every state change goes through here, logged at DEBUG (URL redacted)."""
+        if state is not self.state:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s: session %s -> %s", self.url.redacted, self.state.value, state.value
+                )
+            self.state = state
 
     def _timer(self, name: str, delay: float | None, fn: Callable[[], None]) -> None:
         self._cancel_timer(name)
@@ -214,138 +241,144 @@ class Session:
                 self.dispatcher.remove_writer(sock)
             self._writing = write
 
+    def _drop_socket(self) -> None:
+        """Unregister and close the socket (the session itself goes on or ends)."""
+        sock = self._sock
+        self._sock = None
+        if sock is not None:
+            if self._reading:
+                self.dispatcher.remove_reader(sock)
+            if self._writing:
+                self.dispatcher.remove_writer(sock)
+            self._reading = self._writing = False
+            with contextlib.suppress(OSError):
+                sock.close()
+
     # ---------------------------------------------------------------- connecting
 
     def start(self) -> None:
-        """Begin connecting (dispatcher thread)."""
-        options = self.options
-        self._timer("open", options.open_timeout, self._open_timed_out)
-        proxy = options.proxy
-        host, port = (
-            (proxy.host, proxy.port) if proxy is not None else (self.url.host, self.url.port)
-        )
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            # Name resolution blocks: it runs on the resolver executor and reports back
-            # through the dispatcher's command queue (docs/architecture.md invariants 6).
-            future = self.resolver.submit(
-                socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP
-            )
-            future.add_done_callback(lambda f: self.dispatcher.call_soon(self._resolved, f))
-            return
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._addresses = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
-        self._connect_next()
+        """Begin connecting (dispatcher thread).  ``open_timeout`` covers every hop."""
+        self._timer("open", self.options.connect.open_timeout, self._open_timed_out)
+        self._dial()
 
-    def _resolved(self, future: Any) -> None:
-        if self.state is not SessionState.RESOLVING:
-            return  # timed out or closed meanwhile
+    def _dial(self) -> None:
+        """Resolve and connect the current hop along its dial plan."""
+        self._enter(SessionState.RESOLVING)
         try:
-            self._addresses = list(future.result())
-        except OSError as exc:
-            what = "proxy" if self.options.proxy is not None else "host"
-            self._fail(
-                WebSocketAddressException(
-                    f"cannot resolve the {what} name: {exc}", url=self.url.redacted
-                )
-            )
+            plan = self._plan = self.opening.plan()
+            if not plan.needs_lookup:
+                self._connect_route(resolve(plan))  # IP literals: no DNS, no blocking
+                return
+        except (WebSocketException, OSError) as exc:
+            self._fail(exc)
             return
+        # Name resolution blocks: it runs on the resolver executor and reports back
+        # through the dispatcher's command queue (docs/architecture.md, invariant 6).
+        lookup = self._lookup = self.resolver.submit(resolve, plan)
+        lookup.add_done_callback(lambda f: self.dispatcher.call_soon(self._resolved, f))
+
+    def _resolved(self, lookup: Future[Route]) -> None:
+        if lookup is not self._lookup or self.state is SessionState.CLOSED:
+            return  # timed out or closed meanwhile, or a lookup of an earlier hop
+        self._lookup = None
+        try:
+            route = lookup.result()
+        except (WebSocketException, OSError) as exc:
+            self._fail(exc)
+            return
+        self._connect_route(route)
+
+    def _connect_route(self, route: Route) -> None:
+        self._route = route
+        self._addresses = list(route.addresses)
+        self._last_connect_error = None
         self._connect_next()
 
     def _connect_next(self) -> None:
-        self.state = SessionState.CONNECTING
+        route = self._route
+        assert route is not None
+        self._enter(SessionState.CONNECTING)
         while self._addresses:
-            family, type_, proto, _, sockaddr = self._addresses.pop(0)
-            sock = socket.socket(family, type_, proto)
+            info = self._addresses.pop(0)
+            try:
+                sock = new_socket(route, info)
+            except WebSocketException as exc:
+                self._fail(exc)
+                return
             try:
                 sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                for level, option, value in self.options.sockopt:
-                    sock.setsockopt(level, option, value)
-                err = sock.connect_ex(sockaddr)
+                err = sock.connect_ex(info[4])
             except OSError as exc:
                 sock.close()
                 self._last_connect_error = exc
                 continue
             if err not in _CONNECT_PENDING:
                 sock.close()
-                self._last_connect_error = OSError(err, f"{errno.errorcode.get(err, err)}")
+                self._last_connect_error = OSError(err, os.strerror(err))
                 continue
             self._sock = sock
+            self._proxy_timer(partial(connect_timeout_error, route.plan, info[4]))
             self._set_interest(read=False, write=True)
             return
-        error = self._last_connect_error
-        what = "proxy" if self.options.proxy is not None else "server"
-        failure: WebSocketException
-        if self.options.proxy is not None:
-            failure = WebSocketProxyException(
-                f"cannot connect to the {what}: {error}", url=self.url.redacted
-            )
+        last = self._last_connect_error
+        if last is None:
+            self._fail(connect_error(route.plan, last))
         else:
-            failure = WebSocketConnectionClosedException(
-                f"cannot connect to the {what}: {error}", url=self.url.redacted
-            )
-        if error is not None:
-            failure.__cause__ = error
-        self._fail(failure)
+            self._fail_from(connect_error(route.plan, last), last)
+
+    def _proxy_timer(self, error: Callable[[], BaseException]) -> None:
+        """``http_proxy_timeout`` bounds each wait for the proxy, as in the blocking
+        client (which sets it as the socket timeout of each step)."""
+        proxy = self._plan.proxy if self._plan is not None else None
+        if proxy is not None and proxy.timeout is not None:
+            self._timer("proxy", proxy.timeout, lambda: self._fail(error()))
 
     def _connected(self) -> None:
         sock = self._sock
-        assert sock is not None
+        route = self._route
+        assert sock is not None and route is not None
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._set_interest(read=False, write=False)
-            sock.close()
-            self._sock = None
-            self._last_connect_error = OSError(err, errno.errorcode.get(err, str(err)))
+            self._cancel_timer("proxy")
+            self._drop_socket()
+            self._last_connect_error = OSError(err, os.strerror(err))
             self._connect_next()
             return
-        proxy = self.options.proxy
-        if proxy is not None:
-            self.state = SessionState.PROXY
-            target = self.url.host
-            if not proxy.remote_dns:
-                target = self._resolve_target_for_proxy()
-                if target is None:
-                    return
-            self._proxy_handshake = make_handshake(
-                proxy, target, self.url.port, url=self.url.redacted
-            )
-            self._queue_raw(self._proxy_handshake.initial_bytes())
+        plan = route.plan
+        if plan.proxy is not None:
+            self._enter(SessionState.PROXY)
+            try:
+                handshake = self._proxy_handshake = proxy_handshake(route)
+            except WebSocketException as exc:
+                self._fail(exc)
+                return
+            self._proxy_timer(lambda: self._proxy_silent(plan))
+            self._queue_raw(handshake.initial_bytes())
             self._set_interest(read=True, write=True)
             return
         self._after_tunnel()
 
-    def _resolve_target_for_proxy(self) -> str | None:
-        """socks5/socks4 want an IP; resolving here blocks, so only literals pass."""
-        try:
-            ipaddress.ip_address(self.url.host)
-        except ValueError:
-            self._fail(
-                WebSocketProxyException(
-                    "proxy types without remote DNS need an IP address in the pool; "
-                    "use socks5h/socks4a or an http proxy",
-                    url=self.url.redacted,
-                )
-            )
-            return None
-        return self.url.host
+    def _proxy_silent(self, plan: DialPlan) -> BaseException:
+        assert plan.proxy is not None
+        return WebSocketTimeoutException(
+            f"timed out waiting for the {plan.proxy.type} proxy {plan.proxy.address} to open "
+            "the tunnel",
+            url=plan.url.redacted,
+        )
 
     def _after_tunnel(self) -> None:
-        if self.url.secure:
-            self.state = SessionState.TLS
+        self._cancel_timer("proxy")
+        plan = self._plan
+        assert plan is not None
+        if plan.url.secure:
+            self._enter(SessionState.TLS)
             sock = self._sock
             assert sock is not None
             self._set_interest(read=False, write=False)
             try:
-                self._sock = self.options.ssl_context.wrap_socket(
-                    sock,
-                    server_hostname=self.options.server_hostname,
-                    do_handshake_on_connect=False,
-                )
-            except (ssl.SSLError, OSError) as exc:
-                self._fail(tls_handshake_error(exc, self.url, self.options.server_hostname))
+                self._sock = wrap_tls(plan, sock)
+            except WebSocketException as exc:
+                self._fail(exc)
                 return
             self._do_tls()
             return
@@ -353,7 +386,7 @@ class Session:
 
     def _do_tls(self) -> None:
         sock = self._sock
-        assert isinstance(sock, ssl.SSLSocket)
+        assert isinstance(sock, ssl.SSLSocket) and self._plan is not None
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -362,74 +395,82 @@ class Session:
         except ssl.SSLWantWriteError:
             self._set_interest(read=False, write=True)
             return
-        except (ssl.SSLError, OSError) as exc:
-            self._fail(tls_handshake_error(exc, self.url, self.options.server_hostname))
+        except OSError as exc:  # ssl.SSLError included
+            self._fail_from(tls_error(self._plan, exc), exc)
             return
         self._start_upgrade()
 
     def _start_upgrade(self) -> None:
-        self.state = SessionState.UPGRADING
-        options = self.options
-        same_host = (self.url.host, self.url.port) == (options.url.host, options.url.port)
+        self._enter(SessionState.UPGRADING)
         try:
-            self._request = build_request(
-                host=self.url.host,
-                port=self.url.port,
-                resource=self.url.resource,
-                secure=self.url.secure,
-                subprotocols=options.subprotocols,
-                origin=options.origin,
-                suppress_origin=options.suppress_origin,
-                header=options.header if same_host else options.header_without_credentials,
-                cookie=options.cookie if same_host else None,
-                host_header=options.host if same_host else None,
-                auth=(self.url.username, self.url.password or "")
-                if self.url.username is not None
-                else None,
-                deflate=options.deflate,
-            )
+            handshake = self._handshake = self.opening.handshake()
         except WebSocketException as exc:
             self._fail(exc)
             return
-        self._parser = ResponseParser()
-        self._queue_raw(self._request.to_bytes())
+        self._queue_raw(handshake.data_to_send())
         self._set_interest(read=True, write=True)
 
-    def _handle_response(self, response: HandshakeResponse, leftover: bytes) -> None:
-        assert self._request is not None
-        if response.status != 101:
-            if is_redirect(response):
-                self._finish(
-                    CloseCode.ABNORMAL_CLOSURE, "", None, redirect=response.get("Location")
-                )
-                return
-            self._fail(bad_status_error(response, leftover[:4096]))
-            return
+    def _upgrade_data(self, data: bytes) -> None:
+        handshake = self._handshake
+        assert handshake is not None
         try:
-            result = validate_response(self._request, response, max_size=self.options.max_size)
+            event = handshake.receive_data(data)
         except WebSocketException as exc:
             self._fail(exc)
             return
-        self.protocol = ClientProtocol(
-            max_size=self.options.max_size,
-            skip_utf8_validation=self.options.skip_utf8_validation,
-            deflate=result.deflate,
-        )
+        if event is not None:
+            self._handshake_done(event)
+        elif handshake.state is HandshakeState.READING_BODY and "body" not in self._timers:
+            # A refusal's body is only an excerpt for the exception: never wait long.
+            self._timer("body", REJECTION_BODY_WAIT, self._body_timed_out)
+
+    def _body_timed_out(self) -> None:
+        self._timers.pop("body", None)
+        handshake = self._handshake
+        if handshake is not None and handshake.state is HandshakeState.READING_BODY:
+            self._handshake_done(handshake.body_timed_out())
+
+    def _handshake_done(self, event: HandshakeEvent) -> None:
+        self._cancel_timer("body")
+        if isinstance(event, Accepted):
+            self._opened(event)
+        elif isinstance(event, Rejected):
+            self._fail(event.error)
+        else:
+            try:
+                self.opening.follow(event)
+            except WebSocketRedirectException as exc:
+                self._fail(exc)
+                return
+            # The next hop: a new socket, a new plan (its own proxy choice), the same
+            # open deadline.
+            self._drop_socket()
+            self._handshake = None
+            self._unsent.clear()
+            with self.send_lock:
+                self._outbox.clear()
+                self._flush_scheduled = False
+            self._dial()
+
+    def _opened(self, accepted: Accepted) -> None:
+        self._handshake = None
+        self.protocol = self.opening.protocol(accepted, defer_failure=False)
+        result = accepted.result
         self.subprotocol = result.subprotocol
         self.extensions = list(result.extensions)
-        self.response_headers = list(response.headers)
-        self.state = SessionState.OPEN
+        self.response_headers = list(result.headers)
+        self._enter(SessionState.OPEN)
         self.opened_at = time.monotonic()
         self._cancel_timer("open")
-        self._request = None
-        self._parser = None
         self.owner.session_opened(self)
         if self.options.ping_interval:
             self._timer("ping", self.options.ping_interval, self._send_keepalive_ping)
+        if self._sock is None:
+            return  # the owner closed it from session_opened
         if not self._paused:
             self._set_interest(read=True, write=self._writing)
-        if leftover:
-            self._receive(leftover)
+        if accepted.leftover:
+            self._receive(accepted.leftover)
 
     # -------------------------------------------------------------------- I/O
 
@@ -465,7 +506,8 @@ class Session:
                 if state in (SessionState.OPEN, SessionState.CLOSING):
                     data = b""  # a broken TLS stream ends the connection like a reset
                 else:
-                    self._fail(tls_handshake_error(exc, self.url, self.options.server_hostname))
+                    assert self._plan is not None
+                    self._fail_from(tls_error(self._plan, exc), exc)
                     return
             except OSError:
                 data = b""
@@ -482,7 +524,8 @@ class Session:
 
     def _proxy_data(self, data: bytes) -> None:
         handshake = self._proxy_handshake
-        assert handshake is not None
+        plan = self._plan
+        assert handshake is not None and plan is not None
         try:
             reply = handshake.receive(data)
         except WebSocketException as exc:
@@ -492,33 +535,12 @@ class Session:
             self._queue_raw(reply)
         if handshake.done:
             if handshake.leftover:
-                self._fail(
-                    WebSocketProxyException(
-                        "the proxy sent data before the tunnel was used", url=self.url.redacted
-                    )
-                )
+                self._fail(proxy_leftover_error(plan, len(handshake.leftover)))
                 return
             self._proxy_handshake = None
             self._after_tunnel()
-
-    def _upgrade_data(self, data: bytes) -> None:
-        parser = self._parser
-        assert parser is not None
-        if not data:
-            self._fail(
-                WebSocketHandshakeException(
-                    "the server closed the connection before answering the upgrade request",
-                    url=self.url.redacted,
-                )
-            )
-            return
-        try:
-            response = parser.feed(data)
-        except WebSocketException as exc:
-            self._fail(exc)
-            return
-        if response is not None:
-            self._handle_response(response, parser.leftover)
+        else:
+            self._proxy_timer(lambda: self._proxy_silent(plan))
 
     def _receive(self, data: bytes) -> None:
         protocol = self.protocol
@@ -556,10 +578,10 @@ class Session:
         if isinstance(event, CloseReceived):
             # The closing handshake is done on our side; RFC 6455 §7.1.1: the server
             # closes TCP first, we wait for that at most close_timeout.
-            self.state = SessionState.CLOSING
+            self._enter(SessionState.CLOSING)
             self._cancel_timer("ping")
             self._cancel_timer("pong")
-            self._timer("close", self.options.close_timeout, self._close_timed_out)
+            self._timer("close", self.options.connect.close_timeout, self._close_timed_out)
         elif isinstance(event, ProtocolError):
             self._flush()
             self._finish(event.exc.close_code, event.exc.message, event.exc)
@@ -592,10 +614,12 @@ class Session:
         unsent = self._unsent
         if chunks:
             _coalesce_into(unsent, chunks)
+        progressed = False
         while unsent:
             head = unsent[0]
             try:
                 sent = sock.send(head)
+                progressed = True
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 break
             except OSError as exc:
@@ -615,10 +639,31 @@ class Session:
                 unsent[0] = memoryview(head)[sent:]
                 break
         blocked = bool(unsent)
+        stall_limit = self.options.connect.timeout
+        if stall_limit is not None:
+            # ``timeout``: how long a write may make no progress (the peer stopped
+            # reading) before the connection is dropped, as in the blocking client.
+            if not blocked:
+                self._cancel_timer("write")
+            elif progressed or "write" not in self._timers:
+                self._timer("write", stall_limit, self._write_stalled)
         if self.state in (SessionState.PROXY, SessionState.UPGRADING):
             self._set_interest(read=True, write=blocked)
         elif self.state in (SessionState.OPEN, SessionState.CLOSING):
             self._set_interest(read=not self._paused, write=blocked)
+
+    def _write_stalled(self) -> None:
+        self._timers.pop("write", None)
+        self._finish(
+            CloseCode.ABNORMAL_CLOSURE,
+            "",
+            WebSocketTimeoutException(
+                f"timed out writing to the socket: no progress for timeout="
+                f"{self.options.connect.timeout}s (the peer is not reading); the connection "
+                "was dropped because a frame may be half sent",
+                url=self.url.redacted,
+            ),
+        )
 
     def schedule_flush(self) -> bool:
         """Called under ``send_lock`` after appending to the outbox: whether the caller
@@ -628,15 +673,22 @@ class Session:
         self._flush_scheduled = True
         return True
 
-    def send_built(self, build: Callable[[ClientProtocol], bytes]) -> int:
-        """Build a frame with the core under ``send_lock`` and queue it (any thread)."""
+    def send_built(self, build: Callable[[ClientProtocol], bytes], *, message: bool = False) -> int:
+        """Build a frame with the core under ``send_lock`` and queue it (any thread).
+
+        ``message``: count it in the owner's ``messages_out``/``bytes_out`` (under the
+        lock, so concurrent senders do not lose counts)."""
         with self.send_lock:
             protocol = self.protocol
-            if protocol is None or self.state is not SessionState.OPEN or self._finished:
+            if protocol is None or self.state is not SessionState.OPEN:
                 raise WebSocketConnectionClosedException(url=self.url.redacted)
             frame = build(protocol)
             self._outbox.append(frame)
             wake = self.schedule_flush()
+            if message:
+                stats = self.stats
+                stats.messages_out += 1
+                stats.bytes_out += len(frame)
         if wake:
             self.dispatcher.call_soon(self._flush)
         return len(frame)
@@ -678,7 +730,6 @@ class Session:
 
     def start_close(self, code: int, reason: str) -> None:
         """Begin the closing handshake (any thread)."""
-        self._closed_by_user = True
         with self.send_lock:
             protocol = self.protocol
             if protocol is not None and protocol.state is ProtocolState.OPEN:
@@ -688,13 +739,13 @@ class Session:
         self.dispatcher.call_soon(self._close_requested)
 
     def _close_requested(self) -> None:
-        if self._finished:
+        if self.state is SessionState.CLOSED:
             return
         if self.state is SessionState.OPEN:
-            self.state = SessionState.CLOSING
+            self._enter(SessionState.CLOSING)
             self._cancel_timer("ping")
             self._cancel_timer("pong")
-            self._timer("close", self.options.close_timeout, self._close_timed_out)
+            self._timer("close", self.options.connect.close_timeout, self._close_timed_out)
             self._flush()
         elif self.state is not SessionState.CLOSING:
             # Not open yet: nothing to say to the server, just stop.
@@ -711,18 +762,19 @@ class Session:
         if protocol is None or protocol.state is not ProtocolState.CLOSED:
             error = WebSocketTimeoutException(
                 "no close frame from the server within "
-                f"close_timeout={self.options.close_timeout}s",
+                f"close_timeout={self.options.connect.close_timeout}s",
                 url=self.url.redacted,
             )
         self._finish(code, reason, error)
 
     def _open_timed_out(self) -> None:
         self._timers.pop("open", None)
-        if self.state is SessionState.OPEN or self._finished:
+        if self.state in (SessionState.OPEN, SessionState.CLOSED):
             return
         self._fail(
             WebSocketTimeoutException(
-                f"open_timeout={self.options.open_timeout}s expired while {self.state.value}",
+                f"open_timeout={self.options.connect.open_timeout}s expired while "
+                f"{self.state.value}",
                 url=self.url.redacted,
             )
         )
@@ -738,36 +790,29 @@ class Session:
 
     def abort(self) -> None:
         """Drop the connection without a handshake (dispatcher thread)."""
-        self._closed_by_user = True
         self._finish(CloseCode.ABNORMAL_CLOSURE, "aborted", None)
 
-    def _fail(self, error: WebSocketException) -> None:
-        if error.url is None:
+    def _fail(self, error: BaseException) -> None:
+        if isinstance(error, WebSocketException) and error.url is None:
             error.url = self.url.redacted
         self._finish(CloseCode.ABNORMAL_CLOSURE, "", error)
 
-    def _finish(
-        self, code: int, reason: str, error: BaseException | None, redirect: str | None = None
-    ) -> None:
+    def _fail_from(self, error: BaseException, cause: BaseException) -> None:
+        """``_fail`` with ``cause`` chained, as ``raise error from cause`` would."""
+        error.__cause__ = cause
+        self._fail(error)
+
+    def _finish(self, code: int, reason: str, error: BaseException | None) -> None:
         """Release everything and tell the owner, exactly once."""
-        if self._finished:
+        if self.state is SessionState.CLOSED:
             return
-        self._finished = True
-        self.state = SessionState.CLOSED
+        self._enter(SessionState.CLOSED)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        sock = self._sock
-        self._sock = None
-        if sock is not None:
-            if self._reading:
-                self.dispatcher.remove_reader(sock)
-            if self._writing:
-                self.dispatcher.remove_writer(sock)
-            self._reading = self._writing = False
-            with contextlib.suppress(OSError):
-                sock.close()
-        self.owner.session_closed(self, code, reason, error, redirect)
+        self._lookup = None
+        self._drop_socket()
+        self.owner.session_closed(self, code, reason, error)
 
     # ------------------------------------------------------------- backpressure
 
@@ -784,12 +829,8 @@ class Session:
             self._set_interest(read=True, write=self._writing)
 
     @property
-    def closed_by_user(self) -> bool:
-        return self._closed_by_user
-
-    @property
     def finished(self) -> bool:
-        return self._finished
+        return self.state is SessionState.CLOSED
 
 
 #: Frames at least this large are written on their own instead of joined with others.

@@ -1,19 +1,24 @@
-"""The WebSocket opening handshake (RFC 6455 §4), sans-I/O.
+"""The client side of the WebSocket opening handshake (RFC 6455 §4), sans-I/O.
 
-Three jobs, no sockets and no clocks:
+No sockets and no clocks:
 
 * :func:`build_request` turns connection options into the client's upgrade request
   (:class:`HandshakeRequest`, serialized with :meth:`HandshakeRequest.to_bytes`);
-* :class:`ResponseParser` reads the server's HTTP response head incrementally;
-* :func:`validate_response` checks a parsed response against the request and
-  returns the negotiated subprotocol and extensions (:class:`HandshakeResult`).
+* :func:`validate_response` checks the server's 101 answer (a
+  :class:`~wspool.protocol.http.ResponseHead`) against the request and returns the
+  negotiated subprotocol and extensions (:class:`HandshakeResult`);
+* :class:`ClientHandshake` puts both together as one state machine: it hands out
+  the request bytes, reads the answer with the shared HTTP parser
+  (:mod:`wspool.protocol.http`) and ends in exactly one event: :class:`Accepted`
+  (with the bytes that followed the head, the first frames), :class:`Redirect`
+  (the driver follows ``Location``) or :class:`Rejected` (with a bounded excerpt of
+  the refusal's body).
 
-Redirects and error bodies are the I/O layer's business: :func:`is_redirect` tells
-it when to follow ``Location``, and :func:`bad_status_error` builds the exception
-for any other non-101 answer once it has read a bounded excerpt of the body.
-
-Line endings: the response parser accepts CRLF and, as RFC 7230 §3.5 allows, a bare
-LF as line terminator.  A CR anywhere else in the head is rejected.
+The drivers own the I/O and the clocks: they send :meth:`ClientHandshake.data_to_send`,
+feed what they receive to :meth:`ClientHandshake.receive_data` (``b""`` at end of
+stream) and, when a refusal's body is slow to come, give up after
+:data:`REJECTION_BODY_WAIT` seconds with :meth:`ClientHandshake.body_timed_out`.
+The header grammar lives in :mod:`wspool.protocol.headers`.
 """
 
 from __future__ import annotations
@@ -21,17 +26,33 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from wspool.exceptions import (
     WebSocketBadStatusException,
     WebSocketConfigurationException,
     WebSocketHandshakeException,
+)
+from wspool.protocol.headers import (
+    HeaderOption,
+    check_header,
+    check_subprotocols,
+    host_for_header,
+    normalize_headers,
+    parse_extensions,
+    split_list,
+)
+from wspool.protocol.http import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    ResponseHead,
+    ResponseHeadParser,
 )
 
 if TYPE_CHECKING:
@@ -40,50 +61,48 @@ if TYPE_CHECKING:
     from wspool.protocol.deflate import DeflateOptions, PerMessageDeflate
 
 __all__ = [
-    "CREDENTIAL_HEADERS",
-    "DEFAULT_MAX_HEADERS",
-    "DEFAULT_MAX_HEADER_BYTES",
+    "BODY_EXCERPT_LIMIT",
     "REDIRECT_STATUSES",
+    "REJECTION_BODY_WAIT",
     "WEBSOCKET_GUID",
     "WEBSOCKET_VERSION",
+    "Accepted",
+    "ClientHandshake",
+    "HandshakeEvent",
     "HandshakeRequest",
-    "HandshakeResponse",
     "HandshakeResult",
-    "ResponseParser",
+    "HandshakeState",
+    "Redirect",
+    "Rejected",
     "accept_key",
     "bad_status_error",
     "build_request",
     "generate_key",
-    "headers_without_credentials",
-    "is_redirect",
-    "parse_extensions",
     "validate_response",
 ]
+
+logger = logging.getLogger("wspool")
 
 #: The GUID appended to the key before hashing (RFC 6455 §1.3, §4.2.2).
 WEBSOCKET_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: The only protocol version this client speaks (RFC 6455 §4.1, item 9).
 WEBSOCKET_VERSION: Final = "13"
-DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
-DEFAULT_MAX_HEADERS: Final = 128
 #: Statuses whose ``Location`` the I/O layer follows (same set as websocket-client).
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+#: Bytes of a refused handshake's body kept for the exception.
+BODY_EXCERPT_LIMIT: Final = 4096
+#: Seconds a driver waits for a refusal's body before giving up (policy for the
+#: drivers: this module has no clock, see :meth:`ClientHandshake.body_timed_out`).
+REJECTION_BODY_WAIT: Final = 1.0
 
 _PERMESSAGE_DEFLATE: Final = "permessage-deflate"
 #: Headers the handshake itself depends on; a user header may not replace them.
 _RESERVED: Final = frozenset(
     {"upgrade", "connection", "sec-websocket-key", "sec-websocket-version"}
 )
-
-# RFC 7230 §3.2.6: token = 1*tchar.
-_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# A header value may hold HTAB, SP, VCHAR and obs-text, nothing else (RFC 7230 §3.2).
-_BAD_VALUE_CHAR_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_STATUS_LINE_RE: Final = re.compile(rb"HTTP/(\d+\.\d+) (\d{3})(?: (.*))?")
-
-
-def _is_token(text: str) -> bool:
-    return _TOKEN_RE.fullmatch(text) is not None
+#: Statuses whose response never has a body (RFC 9112 §6.3 item 1; 1xx are skipped).
+_BODILESS_STATUSES: Final = frozenset({204, 304})
+_CONTENT_LENGTH_RE: Final = re.compile(r"[0-9]{1,18}")
 
 
 # --------------------------------------------------------------------------- keys
@@ -151,80 +170,6 @@ class HandshakeRequest:
         return None
 
 
-def _check_header(name: str, value: str) -> tuple[str, str]:
-    if not _is_token(name):
-        raise WebSocketConfigurationException(
-            f"invalid header name {name!r}: header names must be HTTP tokens "
-            "(letters, digits and !#$%&'*+-.^_`|~), without CR, LF, spaces or colons"
-        )
-    if _BAD_VALUE_CHAR_RE.search(value):
-        raise WebSocketConfigurationException(
-            f"invalid value for header {name!r}: {value!r} contains CR, LF, NUL or another "
-            "control character, which would corrupt the request (header injection)"
-        )
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise WebSocketConfigurationException(
-            f"invalid value for header {name!r}: {value!r} is not latin-1 encodable; "
-            "percent-encode or otherwise escape non-latin-1 characters"
-        ) from None
-    return name, value.strip(" \t")
-
-
-def _user_headers(
-    header: Mapping[str, str | None] | Sequence[str] | Sequence[tuple[str, str]] | None,
-) -> list[tuple[str, str]]:
-    """Normalize the ``header`` option (websocket-client's three forms) to pairs."""
-    if header is None:
-        return []
-    pairs: list[tuple[str, str]] = []
-    if isinstance(header, Mapping):
-        for name, value in header.items():
-            if value is not None:  # websocket-client skips None values in the dict form
-                pairs.append((str(name), str(value)))
-        return [_check_header(name, value) for name, value in pairs]
-    if isinstance(header, str | bytes):
-        raise WebSocketConfigurationException(
-            "header must be a dict, a list of 'Name: value' strings or a list of "
-            f"(name, value) pairs, not a single {type(header).__name__}"
-        )
-    for item in header:
-        if isinstance(item, str):
-            name, colon, value = item.partition(":")
-            if not colon:
-                raise WebSocketConfigurationException(
-                    f"invalid header line {item!r}: expected 'Name: value'"
-                )
-            pairs.append((name, value))
-        elif isinstance(item, tuple) and len(item) == 2:
-            pairs.append((str(item[0]), str(item[1])))
-        else:
-            raise WebSocketConfigurationException(
-                f"invalid header entry {item!r}: expected a 'Name: value' string or a "
-                "(name, value) pair"
-            )
-    return [_check_header(name, value) for name, value in pairs]
-
-
-#: Headers that carry credentials: never sent to a host they were not given for.
-CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
-
-
-def headers_without_credentials(
-    header: Mapping[str, str | None] | Sequence[str] | Sequence[tuple[str, str]] | None,
-) -> list[tuple[str, str]]:
-    """The ``header`` option as pairs, minus credentials: for a redirect to another host."""
-    return [(n, v) for n, v in _user_headers(header) if n.strip().lower() not in CREDENTIAL_HEADERS]
-
-
-def _host_for_header(host: str) -> str:
-    """Bracket IPv6 literals; a zone id's '%' becomes '%25' (RFC 6874 §2)."""
-    if ":" in host and not host.startswith("["):
-        return "[" + host.replace("%", "%25") + "]"
-    return host
-
-
 def _check_request_target(resource: str) -> None:
     if not resource.startswith("/"):
         raise WebSocketConfigurationException(
@@ -251,26 +196,6 @@ def _check_host(host: str, port: int) -> None:
         raise WebSocketConfigurationException(f"invalid port {port}: it must be 1..65535")
 
 
-def _check_subprotocols(subprotocols: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(subprotocols, str):
-        raise WebSocketConfigurationException(
-            f"subprotocols must be a list of names, not the string {subprotocols!r}"
-        )
-    seen: set[str] = set()
-    for name in subprotocols:
-        if not isinstance(name, str) or not _is_token(name):
-            raise WebSocketConfigurationException(
-                f"invalid subprotocol {name!r}: subprotocol names must be HTTP tokens "
-                "(RFC 6455 §4.1, item 10)"
-            )
-        if name in seen:
-            raise WebSocketConfigurationException(
-                f"subprotocol {name!r} is listed twice; each must be unique (RFC 6455 §4.1)"
-            )
-        seen.add(name)
-    return tuple(subprotocols)
-
-
 def _basic_authorization(auth: tuple[str, str]) -> str:
     user, password = auth
     if ":" in user:
@@ -291,7 +216,7 @@ def build_request(
     subprotocols: Sequence[str] | None = None,
     origin: str | None = None,
     suppress_origin: bool = False,
-    header: Mapping[str, str | None] | Sequence[str] | Sequence[tuple[str, str]] | None = None,
+    header: HeaderOption = None,
     cookie: str | None = None,
     host_header: str | None = None,
     auth: tuple[str, str] | None = None,
@@ -316,8 +241,8 @@ def build_request(
     _check_host(host, port)
     _check_request_target(resource)
     key = generate_key() if key is None else _check_key(key)
-    offered = _check_subprotocols(subprotocols) if subprotocols else ()
-    user = _user_headers(header)
+    offered = check_subprotocols(subprotocols) if subprotocols else ()
+    user = normalize_headers(header)
     user_names = {name.lower() for name, _ in user}
 
     for name, _ in user:
@@ -338,7 +263,7 @@ def build_request(
         )
 
     default_port = 443 if secure else 80
-    host_port = _host_for_header(host)
+    host_port = host_for_header(host)
     if port != default_port:
         host_port = f"{host_port}:{port}"
 
@@ -360,7 +285,7 @@ def build_request(
         generated.append(("Cookie", cookie))
     if auth is not None:
         generated.append(("Authorization", _basic_authorization(auth)))
-    generated = [_check_header(name, value) for name, value in generated]
+    generated = [check_header(name, value) for name, value in generated]
 
     # Each user header takes the place of the generated one with the same name;
     # the rest follow in the user's order.
@@ -380,7 +305,7 @@ def build_request(
     # What the request really offers, including offers made through ``header``.
     protocol_values = [v for n, v in headers if n.lower() == "sec-websocket-protocol"]
     if protocol_values and not offered:
-        offered = tuple(_split_list(protocol_values))
+        offered = tuple(split_list(protocol_values))
     extension_values = [v for n, v in headers if n.lower() == "sec-websocket-extensions"]
 
     return HandshakeRequest(
@@ -391,291 +316,6 @@ def build_request(
         deflate=deflate,
         extension_offer=", ".join(extension_values) if extension_values else None,
     )
-
-
-# ----------------------------------------------------------------------- response
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeResponse:
-    """A parsed HTTP response head: status line and headers in original order and case."""
-
-    status: int
-    reason: str
-    http_version: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    def get(self, name: str) -> str | None:
-        """Return header ``name`` (case-insensitive), or ``None`` when absent.
-
-        Repeated fields are joined with ", " as RFC 7230 §3.2.2 allows for list headers;
-        use :meth:`get_all` to see them separately.
-        """
-        values = self.get_all(name)
-        return ", ".join(values) if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        """Return every value of header ``name`` (case-insensitive), in order."""
-        wanted = name.lower()
-        return [value for header_name, value in self.headers if header_name.lower() == wanted]
-
-
-class _ParserState(Enum):
-    STATUS_LINE = "status line"
-    HEADERS = "headers"
-    DONE = "done"
-
-
-class ResponseParser:
-    """Incremental parser of the server's handshake response head.
-
-    Feed it bytes as they arrive; :meth:`feed` returns the :class:`HandshakeResponse`
-    once the blank line ending the head has arrived, and ``None`` before.  Bytes after
-    the head (the first frames after a 101, or a body) are kept in :attr:`leftover`.
-    ``feed(b"")`` signals end of stream.  The head may hold at most
-    ``max_header_bytes`` bytes (status line and terminators included) and
-    ``max_headers`` header fields.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-        max_headers: int = DEFAULT_MAX_HEADERS,
-    ) -> None:
-        self.max_header_bytes = max_header_bytes
-        self.max_headers = max_headers
-        self.leftover = b""
-        self._state = _ParserState.STATUS_LINE
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of _buffer already known to hold no LF
-        self._consumed = 0  # bytes of the head already parsed into lines
-        self._status: tuple[str, int, str] | None = None
-        self._headers: list[tuple[str, str]] = []
-        self._response: HandshakeResponse | None = None
-
-    @property
-    def response(self) -> HandshakeResponse | None:
-        """The parsed response, once complete."""
-        return self._response
-
-    def feed(self, data: bytes) -> HandshakeResponse | None:
-        """Consume ``data``; return the response once the head is complete.
-
-        After completion, further data is appended to :attr:`leftover`.  Raises
-        :class:`WebSocketHandshakeException` on a malformed or oversized head, or on
-        end of stream (``data == b""``) before the head is complete.
-        """
-        if self._response is not None:
-            self.leftover += data
-            return self._response
-        if not data:
-            raise WebSocketHandshakeException(
-                "connection closed by the server before the handshake response was complete "
-                f"(received {self._consumed + len(self._buffer)} bytes of the response head)"
-            )
-        self._buffer += data
-        if self._state is _ParserState.STATUS_LINE:
-            self._check_prefix()
-        while self._response is None:
-            end = self._buffer.find(b"\n", self._scanned)
-            if end < 0:
-                self._scanned = len(self._buffer)
-                break
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._scanned = 0
-            self._consumed += end + 1
-            self._check_size(self._consumed)
-            self._parse_line(line[:-1] if line.endswith(b"\r") else line)
-        if self._response is None:
-            self._check_size(self._consumed + len(self._buffer))
-            return None
-        self.leftover = bytes(self._buffer)
-        self._buffer.clear()
-        return self._response
-
-    def _check_prefix(self) -> None:
-        # Fail fast on a peer that does not speak HTTP (a TLS server on ws://, say).
-        head = bytes(self._buffer[:5])
-        if not b"HTTP/".startswith(head):
-            raise WebSocketHandshakeException(
-                f"the server's response does not start with an HTTP status line (got "
-                f"{bytes(self._buffer[:32])!r}); check the URL scheme (ws:// or wss://) and port"
-            )
-
-    def _check_size(self, size: int) -> None:
-        if size > self.max_header_bytes:
-            raise WebSocketHandshakeException(
-                f"response headers exceed {self.max_header_bytes} bytes; the server sent an "
-                "oversized or endless handshake response (raise max_header_bytes if legitimate)"
-            )
-
-    def _parse_line(self, line: bytes) -> None:
-        if b"\r" in line:
-            raise WebSocketHandshakeException(
-                f"malformed handshake response: bare CR in line {line[:80]!r}"
-            )
-        if self._state is _ParserState.STATUS_LINE:
-            self._status = _parse_status_line(line)
-            self._state = _ParserState.HEADERS
-        elif not line:
-            assert self._status is not None  # the status line always comes first
-            version, status, reason = self._status
-            self._state = _ParserState.DONE
-            self._response = HandshakeResponse(status, reason, version, self._headers)
-        else:
-            if len(self._headers) >= self.max_headers:
-                raise WebSocketHandshakeException(
-                    f"response has more than {self.max_headers} header fields; "
-                    "raise max_headers if the server legitimately sends that many"
-                )
-            self._headers.append(_parse_header_line(line))
-
-
-def _parse_status_line(line: bytes) -> tuple[str, int, str]:
-    match = _STATUS_LINE_RE.fullmatch(line)
-    if match is None:
-        raise WebSocketHandshakeException(
-            f"malformed status line in handshake response: {line[:80]!r} "
-            "(expected e.g. 'HTTP/1.1 101 Switching Protocols')"
-        )
-    version = match.group(1).decode("ascii")
-    if version not in ("1.0", "1.1"):
-        raise WebSocketHandshakeException(
-            f"unsupported HTTP version in handshake response: HTTP/{version} "
-            "(a WebSocket upgrade needs HTTP/1.1)"
-        )
-    reason = (match.group(3) or b"").decode("latin-1")
-    if _BAD_VALUE_CHAR_RE.search(reason):
-        raise WebSocketHandshakeException(
-            f"malformed status line in handshake response: control character in {line[:80]!r}"
-        )
-    return f"HTTP/{version}", int(match.group(2)), reason
-
-
-def _parse_header_line(line: bytes) -> tuple[str, str]:
-    if line[:1] in (b" ", b"\t"):
-        raise WebSocketHandshakeException(
-            f"malformed header in handshake response: obsolete line folding in {line[:80]!r} "
-            "(RFC 7230 §3.2.4)"
-        )
-    raw_name, colon, raw_value = line.partition(b":")
-    name = raw_name.decode("latin-1")
-    if not colon or not _is_token(name):
-        raise WebSocketHandshakeException(
-            f"malformed header in handshake response: {line[:80]!r} "
-            "(expected 'name: value' with a token name and no space before the colon)"
-        )
-    value = raw_value.decode("latin-1").strip(" \t")
-    if _BAD_VALUE_CHAR_RE.search(value):
-        raise WebSocketHandshakeException(
-            f"malformed header in handshake response: control character in the value of {name!r}"
-        )
-    return name, value
-
-
-# --------------------------------------------------------------------- extensions
-
-
-class _Scanner:
-    """A cursor over one header value for the extension grammar (RFC 6455 §9.1)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def error(self, what: str) -> WebSocketHandshakeException:
-        return WebSocketHandshakeException(
-            f"invalid Sec-WebSocket-Extensions header {self.text!r}: {what} at position {self.pos}"
-        )
-
-    def skip_ows(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t":
-            self.pos += 1
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def token(self, what: str) -> str:
-        match = _TOKEN_RE.match(self.text, self.pos)
-        if match is None:
-            raise self.error(f"expected {what}")
-        self.pos = match.end()
-        return match.group()
-
-    def quoted_string(self) -> str:
-        # RFC 7230 §3.2.6: DQUOTE *( qdtext / quoted-pair ) DQUOTE
-        self.pos += 1
-        chars: list[str] = []
-        while self.pos < len(self.text):
-            ch = self.text[self.pos]
-            self.pos += 1
-            if ch == '"':
-                return "".join(chars)
-            if ch == "\\":
-                if self.pos >= len(self.text):
-                    break
-                ch = self.text[self.pos]
-                self.pos += 1
-            chars.append(ch)
-        raise self.error("unterminated quoted-string")
-
-
-def parse_extensions(values: list[str]) -> list[tuple[str, list[tuple[str, str | None]]]]:
-    """Parse ``Sec-WebSocket-Extensions`` header values (RFC 6455 §9.1, RFC 7692 §5).
-
-    Every header line is a comma-separated list of extensions, each a token followed
-    by ``;``-separated parameters ``name`` or ``name=value``; a value may be a token
-    or a quoted-string, which is unquoted and must then still be a token (RFC 6455
-    §9.1).  Empty list elements are ignored (RFC 7230 §7).  Returns
-    ``[(name, [(param, value or None), ...]), ...]`` in order, names as sent.
-    Raises :class:`WebSocketHandshakeException` on any syntax error.
-    """
-    result: list[tuple[str, list[tuple[str, str | None]]]] = []
-    for value in values:
-        scan = _Scanner(value)
-        while True:
-            scan.skip_ows()
-            if scan.peek() == ",":
-                scan.pos += 1
-                continue
-            if not scan.peek():
-                break
-            name = scan.token("an extension name")
-            params: list[tuple[str, str | None]] = []
-            scan.skip_ows()
-            while scan.peek() == ";":
-                scan.pos += 1
-                scan.skip_ows()
-                param = scan.token("a parameter name")
-                scan.skip_ows()
-                param_value: str | None = None
-                if scan.peek() == "=":
-                    scan.pos += 1
-                    scan.skip_ows()
-                    if scan.peek() == '"':
-                        start = scan.pos
-                        param_value = scan.quoted_string()
-                        if not _is_token(param_value):
-                            scan.pos = start
-                            raise scan.error(
-                                f"quoted value {param_value!r} of parameter {param!r} is not "
-                                "a token"
-                            )
-                    else:
-                        param_value = scan.token(f"a value for parameter {param!r}")
-                    scan.skip_ows()
-                params.append((param, param_value))
-            result.append((name, params))
-            if scan.peek() not in (",", ""):
-                raise scan.error(f"unexpected {scan.peek()!r}")
-    return result
-
-
-def _split_list(values: list[str]) -> list[str]:
-    """Split comma-separated header values into their non-empty, stripped elements."""
-    return [item.strip(" \t") for value in values for item in value.split(",") if item.strip(" \t")]
 
 
 # --------------------------------------------------------------------- validation
@@ -696,12 +336,7 @@ class HandshakeResult:
     deflate: PerMessageDeflate | None = None
 
 
-def is_redirect(response: HandshakeResponse) -> bool:
-    """True when the response is a redirect the I/O layer can follow (3xx + Location)."""
-    return response.status in REDIRECT_STATUSES and bool(response.get("Location"))
-
-
-def bad_status_error(response: HandshakeResponse, body: bytes = b"") -> WebSocketBadStatusException:
+def bad_status_error(response: ResponseHead, body: bytes = b"") -> WebSocketBadStatusException:
     """Build the exception for a non-101 answer; ``body`` is a bounded excerpt."""
     status_text = f"{response.status} {response.reason}".rstrip()
     return WebSocketBadStatusException(
@@ -713,14 +348,15 @@ def bad_status_error(response: HandshakeResponse, body: bytes = b"") -> WebSocke
 
 
 def validate_response(
-    request: HandshakeRequest, response: HandshakeResponse, *, max_size: int | None
+    request: HandshakeRequest, response: ResponseHead, *, max_size: int | None
 ) -> HandshakeResult:
     """Check the server's answer against ``request`` (RFC 6455 §4.1, client side).
 
     Returns the negotiated subprotocol and extensions.  Any non-101 status raises
-    :class:`WebSocketBadStatusException` (without body; check :func:`is_redirect`
-    first and use :func:`bad_status_error` when a body excerpt is available).  Every
-    other failure raises :class:`WebSocketHandshakeException` naming the header and
+    :class:`WebSocketBadStatusException` without body (:class:`ClientHandshake` sorts
+    redirects and refusals out before calling this, and builds a refusal's exception
+    with :func:`bad_status_error` once it has the body excerpt).  Every other failure
+    raises :class:`WebSocketHandshakeException` naming the header and
     the value seen.  ``max_size`` is passed on to permessage-deflate negotiation.
     """
     if response.status != 101:
@@ -737,7 +373,7 @@ def validate_response(
         )
 
     connection = response.get_all("Connection")
-    if "upgrade" not in (item.lower() for item in _split_list(connection)):
+    if "upgrade" not in (item.lower() for item in split_list(connection)):
         seen = ", ".join(connection) if connection else None
         raise WebSocketHandshakeException(
             f"invalid Connection header in handshake response: {seen!r} "
@@ -773,7 +409,7 @@ def validate_response(
     )
 
 
-def _negotiated_subprotocol(request: HandshakeRequest, response: HandshakeResponse) -> str | None:
+def _negotiated_subprotocol(request: HandshakeRequest, response: ResponseHead) -> str | None:
     values = response.get_all("Sec-WebSocket-Protocol")
     if not values:
         return None
@@ -797,7 +433,7 @@ def _negotiated_subprotocol(request: HandshakeRequest, response: HandshakeRespon
 
 
 def _negotiated_extensions(
-    request: HandshakeRequest, response: HandshakeResponse, max_size: int | None
+    request: HandshakeRequest, response: ResponseHead, max_size: int | None
 ) -> tuple[list[str], PerMessageDeflate | None]:
     values = response.get_all("Sec-WebSocket-Extensions")
     accepted = parse_extensions(values)
@@ -825,3 +461,231 @@ def _negotiated_extensions(
             deflate = request.deflate.accept(params, max_size=max_size)
         names.append(name)
     return names, deflate
+
+
+# ---------------------------------------------------------------- state machine
+
+
+class HandshakeState(Enum):
+    """Where a :class:`ClientHandshake` stands; the last four are terminal."""
+
+    CONNECTING = "connecting"  # request built, waiting for the response head
+    READING_BODY = "reading body"  # a refusal: collecting the body excerpt
+    ACCEPTED = "accepted"
+    REDIRECTED = "redirected"
+    REJECTED = "rejected"
+    FAILED = "failed"  # malformed or invalid response, or end of stream before the head
+
+
+#: Every allowed transition; :meth:`ClientHandshake._move` enforces and logs them.
+_TRANSITIONS: Final[Mapping[HandshakeState, frozenset[HandshakeState]]] = {
+    HandshakeState.CONNECTING: frozenset(
+        {
+            HandshakeState.READING_BODY,
+            HandshakeState.ACCEPTED,
+            HandshakeState.REDIRECTED,
+            HandshakeState.FAILED,
+        }
+    ),
+    HandshakeState.READING_BODY: frozenset({HandshakeState.REJECTED}),
+    HandshakeState.ACCEPTED: frozenset(),
+    HandshakeState.REDIRECTED: frozenset(),
+    HandshakeState.REJECTED: frozenset(),
+    HandshakeState.FAILED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The server accepted the upgrade (101, validated).
+
+    ``leftover`` holds the bytes that followed the response head: the server's first
+    frames, to be fed to the frame protocol before anything read later.
+    """
+
+    result: HandshakeResult
+    leftover: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The server redirected the upgrade: ``location`` is its ``Location``, unresolved."""
+
+    status: int
+    location: str
+    response: ResponseHead
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The server refused the upgrade.
+
+    ``error`` carries ``status_code``, ``headers`` and the body excerpt
+    (``resp_body``); the driver adds the URL and raises it.
+    """
+
+    error: WebSocketBadStatusException
+
+
+#: What :meth:`ClientHandshake.receive_data` reports once the handshake is decided.
+HandshakeEvent: TypeAlias = Accepted | Redirect | Rejected
+
+
+class ClientHandshake:
+    """Sans-I/O client side of the opening handshake (RFC 6455 §4.1/§4.2.2), in the
+    spirit of h11/wsproto.
+
+    The driver sends :meth:`data_to_send`, then feeds every chunk it receives to
+    :meth:`receive_data` until it returns an event:
+
+    * 101 → the response is validated (:func:`validate_response`) → :class:`Accepted`;
+    * a status of :data:`REDIRECT_STATUSES` with a non-empty ``Location`` →
+      :class:`Redirect` at once, without reading the body;
+    * any other status (a 3xx without ``Location`` too) → the state becomes
+      ``READING_BODY`` and at most ``min(Content-Length, body_limit)`` body bytes
+      are collected (none for 204 and 304, RFC 9112 §6.3; ``Content-Length`` is
+      ignored next to ``Transfer-Encoding``, RFC 9112 §6.3 item 3) → :class:`Rejected`
+      once they are in, at end of stream, or when the driver calls
+      :meth:`body_timed_out`.
+
+    Interim 1xx answers other than 101 are skipped (RFC 9110 §15.2).  A malformed or
+    oversized head, end of stream before the head, or a 101 that fails validation
+    raises :class:`WebSocketHandshakeException` and leaves the state ``FAILED``.  Once
+    the state is terminal, feeding more data is a driver bug and raises
+    :class:`RuntimeError`.  ``max_size`` goes to permessage-deflate negotiation.
+    """
+
+    def __init__(
+        self,
+        request: HandshakeRequest,
+        *,
+        max_size: int | None,
+        body_limit: int = BODY_EXCERPT_LIMIT,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+    ) -> None:
+        if isinstance(body_limit, bool) or not isinstance(body_limit, int) or body_limit < 0:
+            raise WebSocketConfigurationException(
+                f"body_limit must be a number of bytes >= 0, not {body_limit!r}"
+            )
+        self.request = request
+        self.state = HandshakeState.CONNECTING
+        self.max_size = max_size
+        self.body_limit = body_limit
+        self._parser = ResponseHeadParser(
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
+            skip_informational=True,
+        )
+        self._sent = False
+        self._response: ResponseHead | None = None
+        self._body = bytearray()
+        self._body_wanted = 0
+
+    @property
+    def response(self) -> ResponseHead | None:
+        """The server's final response head, once it has arrived."""
+        return self._response
+
+    def data_to_send(self) -> bytes:
+        """The request bytes on the first call, ``b""`` on every later one."""
+        if self._sent:
+            return b""
+        self._sent = True
+        return self.request.to_bytes()
+
+    def receive_data(self, data: bytes) -> HandshakeEvent | None:
+        """Consume bytes from the server (``b""``: it closed the connection).
+
+        Returns the event that decides the handshake, or ``None`` while more bytes
+        are needed.  See the class docstring for the rules and the errors.
+        """
+        if self.state is HandshakeState.CONNECTING:
+            return self._receive_head(data)
+        if self.state is HandshakeState.READING_BODY:
+            return self._receive_body(data)
+        raise RuntimeError(
+            f"ClientHandshake.receive_data() called in state {self.state.value!r}: the "
+            "handshake is over; after Accepted, bytes belong to the frame protocol"
+        )
+
+    def body_timed_out(self) -> Rejected:
+        """Stop waiting for the refusal's body: :class:`Rejected` with what arrived.
+
+        Only valid in ``READING_BODY``; the driver calls it when its wait (typically
+        :data:`REJECTION_BODY_WAIT` seconds) expires.
+        """
+        if self.state is not HandshakeState.READING_BODY:
+            raise RuntimeError(
+                f"ClientHandshake.body_timed_out() called in state {self.state.value!r}; "
+                "it is only valid while reading a refusal's body"
+            )
+        return self._reject("body wait expired")
+
+    def _receive_head(self, data: bytes) -> HandshakeEvent | None:
+        try:
+            response = self._parser.feed(data)
+        except Exception:
+            self._move(HandshakeState.FAILED, "unusable response head")
+            raise
+        if response is None:
+            return None
+        self._response = response
+        if response.status == 101:
+            try:
+                result = validate_response(self.request, response, max_size=self.max_size)
+            except Exception:
+                self._move(HandshakeState.FAILED, "101 failed validation")
+                raise
+            self._move(HandshakeState.ACCEPTED, "101")
+            return Accepted(result, self._parser.leftover)
+        location = response.get("Location")
+        if response.status in REDIRECT_STATUSES and location:
+            self._move(HandshakeState.REDIRECTED, str(response.status))
+            return Redirect(response.status, location, response)
+        self._body_wanted = _body_length(response, self.body_limit)
+        self._move(HandshakeState.READING_BODY, f"{response.status}, {self._body_wanted} bytes")
+        self._body += self._parser.leftover[: self._body_wanted]
+        if len(self._body) >= self._body_wanted:
+            return self._reject("body complete")
+        return None
+
+    def _receive_body(self, data: bytes) -> Rejected | None:
+        if not data:
+            return self._reject("end of stream")
+        self._body += data[: self._body_wanted - len(self._body)]
+        if len(self._body) >= self._body_wanted:
+            return self._reject("body complete")
+        return None
+
+    def _reject(self, why: str) -> Rejected:
+        assert self._response is not None  # READING_BODY always has a response
+        self._move(HandshakeState.REJECTED, why)
+        return Rejected(bad_status_error(self._response, bytes(self._body)))
+
+    def _move(self, new: HandshakeState, why: str) -> None:
+        """The one place the state changes: check the transition, then log it."""
+        old = self.state
+        if new not in _TRANSITIONS[old]:
+            raise RuntimeError(f"ClientHandshake cannot go from {old.value!r} to {new.value!r}")
+        self.state = new
+        logger.debug(
+            "opening handshake with %s: %s -> %s (%s)",
+            self.request.get("Host"),
+            old.value,
+            new.value,
+            why,
+        )
+
+
+def _body_length(response: ResponseHead, limit: int) -> int:
+    """How many body bytes of a refusal to wait for: at most ``limit``."""
+    if response.status in _BODILESS_STATUSES:
+        return 0
+    if response.get_all("Transfer-Encoding"):
+        return limit  # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3 item 3)
+    values = split_list(response.get_all("Content-Length"))
+    # Repeated identical values are one length (RFC 9110 §8.6); anything else is unusable.
+    if values and len(set(values)) == 1 and _CONTENT_LENGTH_RE.fullmatch(values[0]):
+        return min(int(values[0]), limit)
+    return limit

@@ -36,6 +36,7 @@ from typing import Final, Literal, Protocol, TypeAlias, cast, get_args
 from urllib.parse import unquote, urlsplit
 
 from wspool.exceptions import WebSocketConfigurationException, WebSocketProxyException
+from wspool.protocol.http import ResponseHeadParser
 from wspool.transport.url import WebSocketURL, format_host
 
 __all__ = [
@@ -56,8 +57,6 @@ _PROXY_TYPES: Final[tuple[str, ...]] = get_args(ProxyType)
 _DEFAULT_PROXY_PORTS: Final = {"http": 80, "socks4": 1080, "socks4a": 1080, "socks5": 1080}
 # Hosts reached directly when an *environment* proxy is set but no no_proxy list is.
 _DEFAULT_NO_PROXY: Final = ("localhost", "127.0.0.0/8", "::1")
-# Bound on the proxy's HTTP response head, so a broken proxy cannot fill memory.
-_MAX_HTTP_HEAD: Final = 65536
 
 
 @dataclass(frozen=True)
@@ -367,8 +366,11 @@ def _target_authority(host: str, port: int) -> str:
 class HttpConnectHandshake:
     """HTTP CONNECT tunnel set-up (RFC 9110 §9.3.6) with optional Basic auth (RFC 7617).
 
+    The reply is read by the shared HTTP parser (:mod:`wspool.protocol.http`), with
+    its limits and strictness; interim 1xx answers are skipped (RFC 9110 §15.2).
     After a 2xx answer ``done`` is true and ``status_code``/``headers`` describe it;
-    any other answer raises :class:`~wspool.exceptions.WebSocketProxyException`.
+    any other answer, a malformed or oversized reply, or the proxy closing the
+    connection first raises :class:`~wspool.exceptions.WebSocketProxyException`.
     """
 
     def __init__(
@@ -389,7 +391,11 @@ class HttpConnectHandshake:
         self.status_code: int | None = None
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
-        self._buffer = bytearray()
+        self._parser = ResponseHeadParser(
+            subject=f"the {self.proxy_name}'s reply to CONNECT {self.target}",
+            error_type=WebSocketProxyException,
+            skip_informational=True,
+        )
         for char in self.target:
             if char <= " " or char == "\x7f":
                 raise WebSocketConfigurationException(
@@ -417,52 +423,21 @@ class HttpConnectHandshake:
         if self.done:
             self.leftover += data
             return True
-        if not data:
-            raise WebSocketProxyException(
-                f"the {self.proxy_name} closed the connection before answering CONNECT "
-                f"{self.target}",
-                url=self.url,
-            )
-        self._buffer += data
-        while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > _MAX_HTTP_HEAD:
-                    raise WebSocketProxyException(
-                        f"the {self.proxy_name} sent a response head longer than "
-                        f"{_MAX_HTTP_HEAD} bytes; it is not a working HTTP proxy",
-                        url=self.url,
-                    )
-                return False
-            head = bytes(self._buffer[:end])
-            del self._buffer[: end + 4]
-            self._parse_head(head)
-            assert self.status_code is not None
-            if 100 <= self.status_code < 200:
-                continue  # an interim answer; the real one follows
-            if 200 <= self.status_code < 300:
-                self.done = True
-                self.leftover = bytes(self._buffer)
-                self._buffer.clear()
-                return True
+        try:
+            response = self._parser.feed(data)
+        except WebSocketProxyException as exc:
+            exc.url = self.url  # the parser does not know the connection's URL
+            raise
+        if response is None:
+            return False
+        self.status_code = response.status
+        self.reason = response.reason.strip()
+        self.headers = response.headers
+        if not 200 <= response.status < 300:
             raise self._refusal()
-
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        match = re.fullmatch(r"HTTP/1\.[01] (\d{3})(?: (.*))?", lines[0])
-        if match is None:
-            raise WebSocketProxyException(
-                f"the {self.proxy_name} answered CONNECT with a malformed status line "
-                f"{lines[0][:100]!r}; check that it is an HTTP proxy",
-                url=self.url,
-            )
-        self.status_code = int(match.group(1))
-        self.reason = (match.group(2) or "").strip()
-        self.headers = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if colon:
-                self.headers.append((name.strip(), value.strip()))
+        self.done = True  # a 2xx reply to CONNECT is final: the tunnel follows
+        self.leftover = self._parser.leftover
+        return True
 
     def _refusal(self) -> WebSocketProxyException:
         status = f"{self.status_code} {self.reason}".strip()

@@ -233,7 +233,7 @@ def resolve_redirect(current: WebSocketURL, location: str) -> WebSocketURL:
     """Where a redirect's ``Location`` (absolute or relative) leads from ``current``.
 
     http(s) targets become ws(s).  The user's credentials are kept only when the
-    target is the same host and port (they are never sent to another host).
+    target is the same origin: scheme, host and port (they are never sent elsewhere).
     """
     base = f"{'https' if current.secure else 'http'}://{current.authority}{current.resource}"
     parts = urlsplit(urljoin(base, location.strip()))
@@ -241,7 +241,11 @@ def resolve_redirect(current: WebSocketURL, location: str) -> WebSocketURL:
     if scheme is None:
         raise WebSocketRedirectException(f"redirect to unsupported URL {location!r}")
     target = parse_url(urlunsplit((scheme, parts.netloc, parts.path, parts.query, "")))
-    same_host = (target.host, target.port) == (current.host, current.port)
-    if same_host and target.username is None and current.username is not None:
+    same_origin = (target.secure, target.host, target.port) == (
+        current.secure,
+        current.host,
+        current.port,
+    )
+    if same_origin and target.username is None and current.username is not None:
         target = replace(target, username=current.username, password=current.password)
     return target

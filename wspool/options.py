@@ -1,0 +1,582 @@
+"""One option set for every front end: the table of options, their defaults and checks.
+
+``wspool.connect``, ``Pool.connect`` and ``WebSocketApp.run_forever`` all turn their
+keyword options into a frozen, validated :class:`ConnectOptions` (plus
+:class:`PoolOptions` for what only the pool does: keepalive, reconnect, queue limits,
+callbacks) through this module, so an option means the same everywhere and a bad value
+gets the same :class:`~wspool.exceptions.WebSocketConfigurationException` (naming the
+option, the value and what is allowed) from every front end.
+
+:data:`OPTIONS` is the one table: each :class:`Option` has its default, its check and
+whether only the pool takes it.  Nothing else in wspool writes an option default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ssl
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypedDict
+
+from wspool.exceptions import WebSocketConfigurationException, WebSocketException
+from wspool.pool.backoff import ReconnectPolicy, coerce_reconnect
+from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE
+from wspool.protocol.deflate import DeflateOptions, coerce_compression
+from wspool.protocol.headers import check_subprotocols, normalize_headers
+from wspool.transport.dial import DialSettings, ProxySettings
+from wspool.transport.proxy import select_proxy
+from wspool.transport.tls import build_ssl_context
+from wspool.transport.url import WebSocketURL, parse_url
+
+if TYPE_CHECKING:
+    from wspool.pool.connection import Connection
+
+__all__ = [
+    "OPTIONS",
+    "Callbacks",
+    "ConnectKeywords",
+    "ConnectOptions",
+    "Option",
+    "PoolKeywords",
+    "PoolOptions",
+    "connect_options",
+    "pool_options",
+]
+
+
+class _Invalid(Exception):
+    """Raised by a check: ``allowed`` says what the option accepts."""
+
+    def __init__(self, allowed: str, hint: str = "") -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+        self.hint = hint
+
+
+Check = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One keyword option: its default, the check that normalizes a value, and scope."""
+
+    name: str
+    default: Any
+    check: Check
+    pool_only: bool = False
+    #: For messages: why a Pool-only option is not taken by ``wspool.connect``.
+    note: str = ""
+
+
+# ----------------------------------------------------------------------- checks
+
+
+def _seconds(*, positive: bool, allow_none: bool) -> Check:
+    bound = "> 0" if positive else ">= 0"
+    allowed = f"a number of seconds {bound}" + (", or None for no limit" if allow_none else "")
+
+    def check(value: Any) -> float | None:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(allowed)
+        if value < 0 or (positive and value == 0) or value != value:  # NaN
+            raise _Invalid(allowed)
+        return float(value)
+
+    return check
+
+
+def _int(*, minimum: int, allow_none: bool, unit: str = "") -> Check:
+    allowed = f"an int >= {minimum}{unit}" + (", or None for no limit" if allow_none else "")
+
+    def check(value: Any) -> int | None:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _Invalid(allowed)
+        return value
+
+    return check
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("True or False")
+    return value
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _Invalid("a str or None")
+    return value
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(normalize_headers(value))  # raises its own, more specific messages
+
+
+def _subprotocols(value: Any) -> tuple[str, ...]:
+    return () if value is None else check_subprotocols(value)
+
+
+def _mapping_or_none(value: Any) -> Mapping[str, Any] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise _Invalid("a dict or None")
+    return value
+
+
+def _context_or_none(value: Any) -> ssl.SSLContext | None:
+    if value is not None and not isinstance(value, ssl.SSLContext):
+        raise _Invalid("an ssl.SSLContext or None")
+    return value
+
+
+def _sockopt(value: Any) -> tuple[tuple[int, int, Any], ...]:
+    allowed = "a list of (level, option, value) tuples for socket.setsockopt"
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise _Invalid(allowed)
+    entries = []
+    for entry in value:
+        if (
+            not isinstance(entry, tuple | list)
+            or len(entry) != 3
+            or not all(isinstance(part, int) and not isinstance(part, bool) for part in entry[:2])
+        ):
+            raise _Invalid(allowed, f"{entry!r} is not one")
+        entries.append((entry[0], entry[1], entry[2]))
+    return tuple(entries)
+
+
+def _source_address(value: Any) -> tuple[str, int] | None:
+    allowed = "a (host, port) tuple such as ('192.0.2.7', 0), or None"
+    if value is None:
+        return None
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or isinstance(value[1], bool)
+        or not isinstance(value[1], int)
+        or not 0 <= value[1] <= 65535
+    ):
+        raise _Invalid(allowed)
+    return (value[0], value[1])
+
+
+def _no_proxy(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(item, str) for item in value):
+        raise _Invalid("a list of host names, addresses or CIDR ranges, or None")
+    return tuple(value)
+
+
+def _any(value: Any) -> Any:
+    return value  # checked together with other options in _proxy_settings
+
+
+def _ping_payload(value: Any) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise _Invalid("str or bytes of at most 125 bytes")
+    payload = bytes(value)
+    if len(payload) > 125:
+        raise _Invalid(
+            "str or bytes of at most 125 bytes", f"it is {len(payload)} bytes (RFC 6455 §5.5)"
+        )
+    return payload
+
+
+def _callback(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise _Invalid("a callable or None")
+    return value
+
+
+_CALLBACK_NOTE: Final = "callbacks belong to Pool.connect and WebSocketApp"
+
+#: The table of every keyword option: name, default, check, scope.
+OPTIONS: Final[Mapping[str, Option]] = {
+    option.name: option
+    for option in (
+        # Opening and timeouts.
+        # 0 is allowed, as for socket.settimeout: never wait (reads and writes of the
+        # blocking client raise at once; the pool drops a connection whose write stalls).
+        Option("timeout", None, _seconds(positive=False, allow_none=True)),
+        Option("open_timeout", 10.0, _seconds(positive=True, allow_none=True)),
+        Option("close_timeout", 3.0, _seconds(positive=False, allow_none=False)),
+        Option("redirect_limit", 3, _int(minimum=0, allow_none=False)),
+        # The upgrade request.
+        Option("header", None, _headers),
+        Option("cookie", None, _text_or_none),
+        Option("origin", None, _text_or_none),
+        Option("suppress_origin", False, _flag),
+        Option("host", None, _text_or_none),
+        Option("subprotocols", None, _subprotocols),
+        Option("compression", "deflate", coerce_compression),
+        # Limits and decoding.
+        Option("max_size", DEFAULT_MAX_SIZE, _int(minimum=0, allow_none=True, unit=" (bytes)")),
+        Option("skip_utf8_validation", False, _flag),
+        Option("fire_cont_frame", False, _flag),
+        Option("enable_multithread", True, _flag),
+        # TLS and sockets.
+        Option("sslopt", None, _mapping_or_none),
+        Option("ssl", None, _context_or_none),
+        Option("sockopt", (), _sockopt),
+        Option("source_address", None, _source_address),
+        # Proxies (checked together by select_proxy).
+        Option("http_proxy_host", None, _text_or_none),
+        Option("http_proxy_port", None, _any),
+        Option("http_proxy_auth", None, _any),
+        Option("http_no_proxy", None, _no_proxy),
+        Option("http_proxy_timeout", None, _seconds(positive=True, allow_none=True)),
+        Option("proxy_type", "http", _any),
+        # The pool's own: keepalive, queue limits, reconnect, callbacks.
+        Option(
+            "ping_interval",
+            None,
+            _seconds(positive=True, allow_none=True),
+            pool_only=True,
+            note="keepalive pings are sent by the pool's dispatcher; call ws.ping() yourself",
+        ),
+        Option(
+            "ping_timeout",
+            None,
+            _seconds(positive=True, allow_none=True),
+            pool_only=True,
+            note="keepalive pings are sent by the pool's dispatcher",
+        ),
+        Option(
+            "ping_payload",
+            b"",
+            _ping_payload,
+            pool_only=True,
+            note="keepalive pings are sent by the pool's dispatcher",
+        ),
+        Option(
+            "max_queue",
+            10_000,
+            _int(minimum=1, allow_none=False, unit=" (messages)"),
+            pool_only=True,
+            note="a blocking connection has no delivery queue",
+        ),
+        Option(
+            "max_queue_bytes",
+            64 * 1024 * 1024,
+            _int(minimum=1, allow_none=True, unit=" (bytes)"),
+            pool_only=True,
+            note="a blocking connection has no delivery queue",
+        ),
+        Option(
+            "reconnect",
+            False,
+            coerce_reconnect,
+            pool_only=True,
+            note="a blocking connection is not reopened; open a new one",
+        ),
+        *(
+            Option(name, None, _callback, pool_only=True, note=_CALLBACK_NOTE)
+            for name in (
+                "on_open",
+                "on_message",
+                "on_error",
+                "on_close",
+                "on_ping",
+                "on_pong",
+                "on_data",
+                "on_reconnect",
+            )
+        ),
+    )
+}
+
+_CALLBACK_NAMES: Final = tuple(name for name in OPTIONS if name.startswith("on_"))
+
+
+# ---------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """Everything needed to open (and reopen) one connection, checked once.
+
+    ``dial`` holds what the transport needs (proxy settings, TLS context, socket
+    options); the request fields feed the opening handshake.  Frozen: sessions of the
+    pool share one instance across reconnects and threads.
+    """
+
+    url: WebSocketURL
+    header: tuple[tuple[str, str], ...]
+    cookie: str | None
+    origin: str | None
+    suppress_origin: bool
+    host: str | None
+    subprotocols: tuple[str, ...]
+    deflate: DeflateOptions | None
+    max_size: int | None
+    skip_utf8_validation: bool
+    fire_cont_frame: bool
+    dial: DialSettings
+    timeout: float | None
+    open_timeout: float | None
+    close_timeout: float
+    redirect_limit: int
+
+
+@dataclass(slots=True)
+class Callbacks:
+    """The pool's callbacks: websocket-client's signatures with the Connection first."""
+
+    on_open: Callable[[Connection], object] | None = None
+    on_message: Callable[[Connection, Any], object] | None = None
+    on_error: Callable[[Connection, BaseException], object] | None = None
+    on_close: Callable[[Connection, int, str], object] | None = None
+    on_ping: Callable[[Connection, bytes], object] | None = None
+    on_pong: Callable[[Connection, bytes], object] | None = None
+    on_data: Callable[[Connection, Any, int, bool], object] | None = None
+    on_reconnect: Callable[[Connection], object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """:class:`ConnectOptions` plus what only the pool does."""
+
+    connect: ConnectOptions
+    ping_interval: float | None
+    ping_timeout: float | None
+    ping_payload: bytes
+    max_queue: int
+    max_queue_bytes: int | None
+    reconnect: ReconnectPolicy | None
+    callbacks: Callbacks
+
+
+class ConnectKeywords(TypedDict, total=False):
+    """The keyword options of :func:`wspool.connect` (defaults in :data:`OPTIONS`)."""
+
+    timeout: float | None
+    open_timeout: float | None
+    close_timeout: float
+    redirect_limit: int
+    header: Mapping[str, str | None] | Sequence[str] | Sequence[tuple[str, str]] | None
+    cookie: str | None
+    origin: str | None
+    suppress_origin: bool
+    host: str | None
+    subprotocols: Sequence[str] | None
+    compression: Any
+    max_size: int | None
+    skip_utf8_validation: bool
+    fire_cont_frame: bool
+    enable_multithread: bool
+    sslopt: Mapping[str, Any] | None
+    ssl: ssl.SSLContext | None
+    sockopt: Sequence[tuple[int, int, Any]] | None
+    source_address: tuple[str, int] | None
+    http_proxy_host: str | None
+    http_proxy_port: int | str | None
+    http_proxy_auth: tuple[str, str] | None
+    http_no_proxy: Sequence[str] | None
+    http_proxy_timeout: float | None
+    proxy_type: str
+
+
+class PoolKeywords(ConnectKeywords, total=False):
+    """The keyword options of :meth:`wspool.Pool.connect`."""
+
+    ping_interval: float | None
+    ping_timeout: float | None
+    ping_payload: str | bytes
+    max_queue: int
+    max_queue_bytes: int | None
+    reconnect: object
+    on_open: Callable[[Connection], object] | None
+    on_message: Callable[[Connection, Any], object] | None
+    on_error: Callable[[Connection, BaseException], object] | None
+    on_close: Callable[[Connection, int, str], object] | None
+    on_ping: Callable[[Connection, bytes], object] | None
+    on_pong: Callable[[Connection, bytes], object] | None
+    on_data: Callable[[Connection, Any, int, bool], object] | None
+    on_reconnect: Callable[[Connection], object] | None
+
+
+# --------------------------------------------------------------------- building
+
+
+def connect_options(url: str, options: Mapping[str, Any]) -> ConnectOptions:
+    """Check ``options`` for one blocking connection (``wspool.connect``)."""
+    target = parse_url(url)
+    with _naming(target):
+        values = _checked(options, pool=False)
+        return _connect(target, values)
+
+
+def pool_options(url: str, options: Mapping[str, Any]) -> PoolOptions:
+    """Check ``options`` for one pool connection (``Pool.connect``)."""
+    target = parse_url(url)
+    with _naming(target):
+        values = _checked(options, pool=True)
+        connect = _connect(target, values)
+        if connect.fire_cont_frame:
+            raise WebSocketConfigurationException(
+                "fire_cont_frame=True is not supported by the pool: it delivers whole "
+                "messages (on_message, on_data with fin=True); use wspool.connect and "
+                "recv_frame() to see single frames"
+            )
+        interval, timeout = values["ping_interval"], values["ping_timeout"]
+        if timeout is not None and interval is None:
+            raise WebSocketConfigurationException(
+                f"ping_timeout={timeout!r} needs ping_interval: the pong deadline runs "
+                "from each keepalive ping"
+            )
+        if interval is not None and timeout is not None and timeout >= interval:
+            raise WebSocketConfigurationException(
+                f"ping_timeout ({timeout}s) must be shorter than ping_interval "
+                f"({interval}s): raise ping_interval or lower ping_timeout"
+            )
+        return PoolOptions(
+            connect=connect,
+            ping_interval=interval,
+            ping_timeout=timeout,
+            ping_payload=values["ping_payload"],
+            max_queue=values["max_queue"],
+            max_queue_bytes=values["max_queue_bytes"],
+            reconnect=values["reconnect"],
+            callbacks=Callbacks(**{name: values[name] for name in _CALLBACK_NAMES}),
+        )
+
+
+class _naming:
+    """Attach the (redacted) URL to any wspool exception raised inside the block."""
+
+    def __init__(self, url: WebSocketURL) -> None:
+        self.url = url.redacted
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, WebSocketException) and exc.url is None:
+            exc.url = self.url
+
+
+def _checked(options: Mapping[str, Any], *, pool: bool) -> dict[str, Any]:
+    """Every option of the table, checked; the defaults where not given."""
+    for name in options:
+        option = OPTIONS.get(name)
+        if option is None:
+            raise WebSocketConfigurationException(_unknown(name, pool=pool))
+        if option.pool_only and not pool:
+            raise WebSocketConfigurationException(
+                f"{name} is an option of Pool.connect, not of wspool.connect: {option.note}"
+            )
+    values: dict[str, Any] = {}
+    for name, option in OPTIONS.items():
+        if option.pool_only and not pool:
+            continue
+        if name not in options:
+            values[name] = option.check(option.default)
+            continue
+        value = options[name]
+        try:
+            values[name] = option.check(value)
+        except _Invalid as invalid:
+            hint = f" ({invalid.hint})" if invalid.hint else ""
+            raise WebSocketConfigurationException(
+                f"{name}={value!r} is invalid: it must be {invalid.allowed}{hint}"
+            ) from None
+        except TypeError as exc:  # a constructor given values of the wrong type
+            raise WebSocketConfigurationException(f"{name}={value!r} is invalid: {exc}") from exc
+    return values
+
+
+def _unknown(name: str, *, pool: bool) -> str:
+    known = [n for n, option in OPTIONS.items() if pool or not option.pool_only]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "see the options of wspool.connect"
+    return f"unknown option {name!r}: {hint}"
+
+
+def _connect(target: WebSocketURL, values: Mapping[str, Any]) -> ConnectOptions:
+    proxy = ProxySettings(
+        host=values["http_proxy_host"],
+        port=values["http_proxy_port"],
+        auth=values["http_proxy_auth"],
+        no_proxy=values["http_no_proxy"],
+        timeout=values["http_proxy_timeout"],
+        type=values["proxy_type"],
+    )
+    # select_proxy checks the proxy options together (type, port, auth) at once, so a
+    # mistake is reported here rather than at the first dial.
+    select_proxy(
+        target,
+        http_proxy_host=proxy.host,
+        http_proxy_port=proxy.port,
+        http_proxy_auth=proxy.auth,
+        http_no_proxy=proxy.no_proxy,
+        proxy_type=proxy.type,
+        http_proxy_timeout=proxy.timeout,
+    )
+    sslopt = values["sslopt"]
+    dial = DialSettings(
+        proxy=proxy,
+        ssl_context=_shared_context(sslopt, values["ssl"], target),
+        server_hostname=None if not sslopt else sslopt.get("server_hostname"),
+        sockopt=values["sockopt"],
+        source_address=values["source_address"],
+    )
+    return ConnectOptions(
+        url=target,
+        header=values["header"],
+        cookie=values["cookie"],
+        origin=values["origin"],
+        suppress_origin=values["suppress_origin"],
+        host=values["host"],
+        subprotocols=values["subprotocols"],
+        deflate=values["compression"],
+        max_size=values["max_size"],
+        skip_utf8_validation=values["skip_utf8_validation"],
+        fire_cont_frame=values["fire_cont_frame"],
+        dial=dial,
+        timeout=values["timeout"],
+        open_timeout=values["open_timeout"],
+        close_timeout=values["close_timeout"],
+        redirect_limit=values["redirect_limit"],
+    )
+
+
+# Contexts built from equal sslopt dicts are shared: a default context loads the whole
+# CA store, far too much memory to repeat for thousands of connections.  Bounded, least
+# recently used first out, so programs that vary sslopt do not grow it without end.
+_SHARED_CONTEXTS_MAX: Final = 32
+_shared_contexts: OrderedDict[Any, ssl.SSLContext] = OrderedDict()
+_shared_contexts_lock = threading.Lock()
+
+
+def _shared_context(
+    sslopt: Mapping[str, Any] | None, context: ssl.SSLContext | None, url: WebSocketURL
+) -> ssl.SSLContext:
+    if context is not None or (sslopt and "context" in sslopt):
+        return build_ssl_context(sslopt, context, url=url.redacted)
+    key = None if not sslopt else tuple(sorted((k, repr(v)) for k, v in sslopt.items()))
+    with _shared_contexts_lock:
+        shared = _shared_contexts.get(key)
+        if shared is not None:
+            _shared_contexts.move_to_end(key)
+            return shared
+    # Built outside the lock (it reads files); two threads may both build it once.
+    shared = build_ssl_context(sslopt, None, url=url.redacted)
+    with _shared_contexts_lock:
+        _shared_contexts[key] = shared
+        while len(_shared_contexts) > _SHARED_CONTEXTS_MAX:
+            _shared_contexts.popitem(last=False)
+    return shared
