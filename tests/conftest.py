@@ -23,6 +23,19 @@ from wsserver import ServerConnection, WSServer, echo_handler
 
 WSServerFactory = Callable[..., WSServer]
 
+#: The proxy variables wspool reads (lower and upper case), and CGI's REQUEST_METHOD.
+PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's proxy variables must not reroute any test's connections; tests
+    that need them set them with ``monkeypatch``."""
+    for name in PROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.delenv("REQUEST_METHOD", raising=False)
+
 
 #: Fixtures that check for leftovers at teardown: ``ws_server`` sets them up before
 #: itself, so they are torn down after its servers are stopped.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -46,6 +47,7 @@ __all__ = [
     "python_env",
     "run_in_thread",
     "run_python",
+    "tls_server_context",
     "wait_locked",
     "wait_until",
 ]
@@ -336,3 +338,20 @@ def run_python(
         env=python_env(env, pythonpath=pythonpath),
         check=False,
     )
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def tls_server_context(ca: Any, *names: str) -> tuple[ssl.SSLContext, list[str | None]]:
+    """A server context with a certificate from trustme ``ca`` for ``names``, and the
+    list that collects the SNI name of every TLS handshake (None when none was sent)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(ctx)
+    seen: list[str | None] = []
+
+    def record(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        seen.append(name)
+
+    ctx.sni_callback = record
+    return ctx, seen

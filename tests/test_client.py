@@ -58,15 +58,6 @@ Handler = Callable[[ServerConnection], None]
 WAIT = 5.0
 MIB = 1024 * 1024
 
-PROXY_ENV = ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Proxy variables of the machine must not redirect these tests' connections."""
-    for name in [*PROXY_ENV, "no_proxy", "NO_PROXY"]:
-        monkeypatch.delenv(name, raising=False)
-
 
 def recv_close_code(conn: ServerConnection) -> int | None:
     """Read frames until the client's close frame; its code (None: the client sent

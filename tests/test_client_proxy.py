@@ -21,14 +21,6 @@ from wspool import (
 
 WSServerFactory = Callable[..., WSServer]
 WAIT = 5.0
-PROXY_ENV = ["http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUEST_METHOD"]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_ENV:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
+from helpers import tls_server_context
 from wsserver import ServerConnection, WSServer
 
 import wspool
@@ -25,27 +26,6 @@ from wspool import (
 
 WSServerFactory = Callable[..., WSServer]
 WAIT = 5.0
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-
-
-def server_context(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, list[str | None]]:
-    """A server context with a certificate for ``names``; the list collects the SNI
-    name of every TLS handshake (None when the client sent none)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(ctx)
-    seen: list[str | None] = []
-
-    def record(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-        seen.append(name)
-
-    ctx.sni_callback = record
-    return ctx, seen
 
 
 def echo_once(ws: wspool.WebSocket) -> None:
@@ -113,7 +93,7 @@ def test_wrong_host_name_is_rejected(
     ws_server: WSServerFactory, tls_ca: trustme.CA, ca_file: str
 ) -> None:
     """A trusted certificate for another name fails the host name check."""
-    ctx, _ = server_context(tls_ca, "other.example")
+    ctx, _ = tls_server_context(tls_ca, "other.example")
     server = ws_server(ssl_context=ctx)
     with pytest.raises(WebSocketTLSException) as info:
         wspool.connect(server.url, sslopt={"ca_certs": ca_file}, timeout=WAIT)
@@ -126,7 +106,7 @@ def test_check_hostname_false_skips_only_the_name_check(
 ) -> None:
     """check_hostname=False accepts a trusted certificate for another name, but still
     refuses an untrusted one."""
-    ctx, _ = server_context(tls_ca, "other.example")
+    ctx, _ = tls_server_context(tls_ca, "other.example")
     server = ws_server(ssl_context=ctx)
     sslopt = {"ca_certs": ca_file, "check_hostname": False}
     with wspool.connect(server.url, sslopt=sslopt, timeout=WAIT) as ws:
@@ -138,7 +118,7 @@ def test_check_hostname_false_skips_only_the_name_check(
 
 def test_cert_none_skips_verification(ws_server: WSServerFactory, tls_ca: trustme.CA) -> None:
     """cert_reqs=ssl.CERT_NONE accepts an untrusted certificate for another name."""
-    ctx, _ = server_context(tls_ca, "other.example")
+    ctx, _ = tls_server_context(tls_ca, "other.example")
     server = ws_server(ssl_context=ctx)
     with wspool.connect(server.url, sslopt={"cert_reqs": ssl.CERT_NONE}, timeout=WAIT) as ws:
         echo_once(ws)
@@ -149,7 +129,7 @@ def test_sni_server_hostname_option(
 ) -> None:
     """SNI carries the URL's host name, or sslopt["server_hostname"], which is also
     the name checked (RFC 6066 §3); an IP literal sends no SNI."""
-    ctx, seen = server_context(tls_ca, "localhost", "127.0.0.1", "virtual.example")
+    ctx, seen = tls_server_context(tls_ca, "localhost", "127.0.0.1", "virtual.example")
     server = ws_server(ssl_context=ctx)
     with wspool.connect(server.url, sslopt={"ca_certs": ca_file}, timeout=WAIT):
         pass

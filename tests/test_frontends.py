@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import trustme
 from frontends import FRONT_ENDS, FrontEnd, Handle, front
+from helpers import tls_server_context
 from proxies import HttpConnectProxy, HttpProxyRequest, SocksProxy
 from wsserver import HandshakeAction, Request, Response, WSServer, accept, redirect, refuse
 
@@ -50,16 +51,6 @@ WAIT = 5.0
 #: open_timeout for tests that do not expect a timeout: a drifting front end that hangs
 #: fails in bounded time instead of after the 10 s default.
 SHORT_OPEN = 2.0
-
-PROXY_ENV = ["http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUEST_METHOD"]
-
-
-@pytest.fixture(autouse=True)
-def _clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The machine's proxy variables must not reroute these tests' connections."""
-    for name in PROXY_ENV:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -694,20 +685,6 @@ def test_no_proxy(
 # ---------------------------------------------------------------------------- TLS
 
 
-def server_context(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, list[str | None]]:
-    """A server context with a certificate for ``names``, and the list of SNI names
-    its TLS handshakes received."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(ctx)
-    seen: list[str | None] = []
-
-    def record(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-        seen.append(name)
-
-    ctx.sni_callback = record
-    return ctx, seen
-
-
 def test_tls_verified(
     front: FrontEnd,
     ws_server: WSServerFactory,
@@ -746,7 +723,7 @@ def test_tls_host_name_mismatch(
     front: FrontEnd, ws_server: WSServerFactory, tls_ca: trustme.CA, ca_file: str
 ) -> None:
     """A trusted certificate for another name fails the host name check."""
-    ctx, _ = server_context(tls_ca, "other.example")
+    ctx, _ = tls_server_context(tls_ca, "other.example")
     server = ws_server(ssl_context=ctx)
     with pytest.raises(WebSocketTLSException) as info:
         front.open(server.url, sslopt={"ca_certs": ca_file})
@@ -759,7 +736,7 @@ def test_tls_cert_none_skips_verification(
     front: FrontEnd, ws_server: WSServerFactory, tls_ca: trustme.CA
 ) -> None:
     """cert_reqs=CERT_NONE accepts an untrusted certificate for another name."""
-    ctx, _ = server_context(tls_ca, "other.example")
+    ctx, _ = tls_server_context(tls_ca, "other.example")
     server = ws_server(ssl_context=ctx)
     handle = front.open(server.url, sslopt={"cert_reqs": ssl.CERT_NONE})
     echo_both_kinds(handle)
@@ -771,7 +748,7 @@ def test_tls_server_hostname_overrides_sni(
 ) -> None:
     """sslopt["server_hostname"] is the name sent in SNI and checked on the
     certificate; an IP literal alone sends no SNI (RFC 6066 §3)."""
-    ctx, seen = server_context(tls_ca, "127.0.0.1", "virtual.example")
+    ctx, seen = tls_server_context(tls_ca, "127.0.0.1", "virtual.example")
     server = ws_server(ssl_context=ctx)
     ip_url = f"wss://127.0.0.1:{server.port}"
     front.open(ip_url, sslopt={"ca_certs": ca_file}).close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import CallbackRecorder, open_fds, run_python, wait_until
-from wsserver import Opcode, PeerClosed, ServerConnection, WSServer, echo_handler
+from wsserver import Opcode, PeerClosed, ServerConnection, WSServer
 
 import wspool
 from wspool.pool import CallbackError, Connection, ConnectionState, Pool
@@ -212,27 +212,6 @@ def test_pong_measures_round_trip_time(pool: Pool, ws_server: WSServerFactory) -
     assert conn.stats.last_rtt is not None and conn.stats.last_rtt >= 0
 
 
-def test_open_timeout_when_the_upgrade_is_never_answered(pool: Pool) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    try:
-        rec = CallbackRecorder()
-        pool.connect(
-            f"ws://127.0.0.1:{listener.getsockname()[1]}/",
-            label="t",
-            open_timeout=0.2,
-            **rec.callbacks(),
-        )
-        rec.wait_closed(timeout=5)
-        error = rec.errors()[0]
-        assert isinstance(error, wspool.WebSocketTimeoutException)
-        assert "open_timeout" in str(error)
-        assert rec.names("t") == ["error", "close"]
-    finally:
-        listener.close()
-
-
 def test_callback_exception_reaches_on_error_and_delivery_goes_on(
     pool: Pool, ws_server: WSServerFactory
 ) -> None:
@@ -352,57 +331,6 @@ def test_refused_handshake_is_not_retried_unless_retryable(
     error = rec.errors()[0]
     assert isinstance(error, wspool.WebSocketBadStatusException) and error.status_code == 403
     assert server.accepted == 1
-
-
-def test_echo_demo_handles_wss(
-    pool: Pool, ws_server: WSServerFactory, tls_server_ctx: Any, ca_file: str
-) -> None:
-    server = ws_server(echo_handler, ssl_context=tls_server_ctx)
-    rec = CallbackRecorder()
-    cbs = rec.callbacks(on_open=lambda c: c.send_json({"op": "sub"}))
-    pool.connect(server.url, label="tls", sslopt={"ca_certs": ca_file}, **cbs)
-    rec.wait_for(lambda: rec.messages("tls") == ['{"op":"sub"}'])
-
-
-def test_redirect_is_followed(pool: Pool, ws_server: WSServerFactory) -> None:
-    from wsserver import redirect
-
-    target = ws_server()
-    front = ws_server(handshake=lambda request: redirect(target.url + "/feed", 307))
-    rec = CallbackRecorder()
-    cbs = rec.callbacks(on_open=lambda c: c.send("via redirect"))
-    pool.connect(front.url, label="r", **cbs)
-    rec.wait_for(lambda: rec.messages("r") == ["via redirect"])
-    assert target.requests[0].path == "/feed"
-
-
-def test_through_http_connect_and_socks5h_proxies(pool: Pool, ws_server: WSServerFactory) -> None:
-    from proxies import HttpConnectProxy, SocksProxy
-
-    server = ws_server()
-    with HttpConnectProxy(auth=("u", "p")) as http_proxy, SocksProxy() as socks:
-        rec = CallbackRecorder()
-        cbs = rec.callbacks(on_open=lambda c: c.send(f"hi {c.label}"))
-        pool.connect(
-            server.url,
-            label="http",
-            http_proxy_host="127.0.0.1",
-            http_proxy_port=http_proxy.port,
-            http_proxy_auth=("u", "p"),
-            **cbs,
-        )
-        pool.connect(
-            server.url,
-            label="socks",
-            http_proxy_host="127.0.0.1",
-            http_proxy_port=socks.port,
-            proxy_type="socks5h",
-            **cbs,
-        )
-        rec.wait_for(
-            lambda: rec.messages("http") == ["hi http"] and rec.messages("socks") == ["hi socks"]
-        )
-        assert http_proxy.requests and socks.requests
 
 
 def test_untrusted_certificate_is_reported_and_not_retried(

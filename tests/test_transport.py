@@ -43,24 +43,6 @@ from wspool.transport.dial import DialPlan, DialSettings, ProxySettings
 
 trustme = pytest.importorskip("trustme")
 
-PROXY_ENV = [
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-    "REQUEST_METHOD",
-]
-
-
-@pytest.fixture(autouse=True)
-def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_ENV:
-        monkeypatch.delenv(name, raising=False)
-
 
 @pytest.fixture
 def echo() -> Iterator[EchoServer]:

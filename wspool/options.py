@@ -27,7 +27,6 @@ from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE
 from wspool.protocol.deflate import DeflateOptions, coerce_compression
 from wspool.protocol.headers import check_subprotocols, normalize_headers
 from wspool.transport.dial import DialSettings, ProxySettings
-from wspool.transport.proxy import select_proxy
 from wspool.transport.tls import build_ssl_context
 from wspool.transport.url import WebSocketURL, parse_url
 
@@ -515,17 +514,9 @@ def _connect(target: WebSocketURL, values: Mapping[str, Any]) -> ConnectOptions:
         timeout=values["http_proxy_timeout"],
         type=values["proxy_type"],
     )
-    # select_proxy checks the proxy options together (type, port, auth) at once, so a
+    # Selecting checks the proxy options together (type, port, auth) at once, so a
     # mistake is reported here rather than at the first dial.
-    select_proxy(
-        target,
-        http_proxy_host=proxy.host,
-        http_proxy_port=proxy.port,
-        http_proxy_auth=proxy.auth,
-        http_no_proxy=proxy.no_proxy,
-        proxy_type=proxy.type,
-        http_proxy_timeout=proxy.timeout,
-    )
+    proxy.select(target)
     sslopt = values["sslopt"]
     dial = DialSettings(
         proxy=proxy,
