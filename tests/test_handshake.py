@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import socket
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -373,16 +371,8 @@ def test_extensions_header_conflicts_with_deflate_option() -> None:
 
 # ----------------------------------------------------------------- validation
 
-RESPONSE = (
-    b"HTTP/1.1 101 Switching Protocols\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-    b"X-Custom:   padded value \t\r\n"
-    b"x-custom: second\r\n"
-    b"\r\n"
-)
-FRAME = b"\x81\x05hello"
+# The sample 101 answer and a frame after it, shared with the head parser's tests.
+from test_http_head import FRAME, RESPONSE  # noqa: E402
 
 
 def response_of(
@@ -998,124 +988,3 @@ def test_every_transition_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert any("connecting -> accepted" in m for m in messages)
     assert any("connecting -> failed" in m for m in messages)
-
-
-# ----------------------------------------------------- transitional aliases
-
-
-def test_handshake_over_a_real_socket_on_loopback() -> None:
-    """A minimal server on 127.0.0.1 answers per RFC 6455 §4.2.2 and sends one frame."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    received: list[bytes] = []
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            received.append(data)
-            key = next(
-                line.split(b":", 1)[1].strip().decode()
-                for line in data.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            answer = (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n"
-                "Sec-WebSocket-Protocol: v2\r\n\r\n"
-            ).encode()
-            for i in range(0, len(answer), 7):  # arrive in pieces
-                conn.sendall(answer[i : i + 7])
-            conn.sendall(FRAME)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        req = build_request(
-            host="127.0.0.1", port=port, resource="/ws", secure=False, subprotocols=["v1", "v2"]
-        )
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(req.to_bytes())
-            parser = ResponseHeadParser()
-            response = None
-            while response is None:
-                response = parser.feed(client.recv(5))
-            leftover = parser.leftover
-            while len(leftover) < len(FRAME):
-                leftover += client.recv(64)
-        result = validate_response(req, response, max_size=None)
-        assert result.subprotocol == "v2"
-        assert leftover == FRAME
-        assert received == [req.to_bytes()]
-    finally:
-        thread.join(timeout=10)
-        listener.close()
-
-
-@pytest.mark.parametrize("outcome", ["accepted", "rejected"])
-def test_client_handshake_driven_over_a_real_socket_on_loopback(outcome: str) -> None:
-    """A blocking driver loop around ClientHandshake against a server on 127.0.0.1:
-    a 101 followed by a frame (RFC 6455 §4.2.2), or a 403 whose body ends when the
-    server closes (RFC 9112 §6.3 item 8)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            key = next(
-                line.split(b":", 1)[1].strip().decode()
-                for line in data.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            if outcome == "accepted":
-                answer = (
-                    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-                ).encode() + FRAME
-            else:
-                answer = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nno entry"
-            for i in range(0, len(answer), 5):
-                conn.sendall(answer[i : i + 5])
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        req = build_request(host="127.0.0.1", port=port, resource="/ws", secure=False)
-        hs = ClientHandshake(req, max_size=None)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(hs.data_to_send())
-            event = None
-            while event is None:
-                event = hs.receive_data(sock.recv(3))
-            if isinstance(event, Accepted):
-                leftover = event.leftover
-                while len(leftover) < len(FRAME):
-                    leftover += sock.recv(64)
-                assert leftover == FRAME
-        if outcome == "accepted":
-            assert hs.state is HandshakeState.ACCEPTED
-        else:
-            assert isinstance(event, Rejected)
-            assert event.error.status_code == 403
-            assert event.error.resp_body == b"no entry"
-            assert hs.state is HandshakeState.REJECTED
-    finally:
-        thread.join(timeout=10)
-        listener.close()
