@@ -76,8 +76,8 @@ def dial(
     target = parse_url(url) if isinstance(url, str) else url
     settings = DialSettings(
         proxy=ProxySettings(),
-        ssl_context=ssl_context if ssl_context is not None else build_ssl_context(None),
-        server_hostname=server_hostname,
+        sslopt=None if server_hostname is None else {"server_hostname": server_hostname},
+        context=ssl_context,
         sockopt=tuple(sockopt),
         source_address=source_address,
     )

@@ -39,7 +39,9 @@ class Opening:
         #: The hop being dialled: the URL, then each redirect's target.
         self.url: WebSocketURL = options.url
         self.redirects = 0
-        self._visited = {options.url.redacted}
+        # Every URL after the first, once redirects happen (none: no allocation; one
+        # Opening lives with each pool session).
+        self._visited: tuple[str, ...] = ()
 
     @property
     def same_origin(self) -> bool:
@@ -87,13 +89,13 @@ class Opening:
         except WebSocketRedirectException as exc:
             exc.url = exc.url or self.url.redacted
             raise
-        if target.redacted in self._visited:
+        if target.redacted == self.options.url.redacted or target.redacted in self._visited:
             raise WebSocketRedirectException(
                 f"redirect loop: {self.url.redacted} redirects ({redirect.status}) to "
                 f"{target.redacted}, which was already visited",
                 url=self.options.url.redacted,
             )
-        self._visited.add(target.redacted)
+        self._visited += (target.redacted,)
         self.redirects += 1
         self.url = target
         return target

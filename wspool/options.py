@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import difflib
 import ssl
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypedDict
@@ -27,7 +25,6 @@ from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE
 from wspool.protocol.deflate import DeflateOptions, coerce_compression
 from wspool.protocol.headers import check_subprotocols, normalize_headers
 from wspool.transport.dial import DialSettings, ProxySettings
-from wspool.transport.tls import build_ssl_context
 from wspool.transport.url import WebSocketURL, parse_url
 
 if TYPE_CHECKING:
@@ -520,11 +517,13 @@ def _connect(target: WebSocketURL, values: Mapping[str, Any]) -> ConnectOptions:
     sslopt = values["sslopt"]
     dial = DialSettings(
         proxy=proxy,
-        ssl_context=_shared_context(sslopt, values["ssl"], target),
-        server_hostname=None if not sslopt else sslopt.get("server_hostname"),
+        sslopt=None if sslopt is None else dict(sslopt),  # a copy: the caller's may change
+        context=values["ssl"],
         sockopt=values["sockopt"],
         source_address=values["source_address"],
     )
+    if target.secure:
+        dial.ssl_context(target)  # checks sslopt now (and warms the shared context)
     return ConnectOptions(
         url=target,
         header=values["header"],
@@ -543,31 +542,3 @@ def _connect(target: WebSocketURL, values: Mapping[str, Any]) -> ConnectOptions:
         close_timeout=values["close_timeout"],
         redirect_limit=values["redirect_limit"],
     )
-
-
-# Contexts built from equal sslopt dicts are shared: a default context loads the whole
-# CA store, far too much memory to repeat for thousands of connections.  Bounded, least
-# recently used first out, so programs that vary sslopt do not grow it without end.
-_SHARED_CONTEXTS_MAX: Final = 32
-_shared_contexts: OrderedDict[Any, ssl.SSLContext] = OrderedDict()
-_shared_contexts_lock = threading.Lock()
-
-
-def _shared_context(
-    sslopt: Mapping[str, Any] | None, context: ssl.SSLContext | None, url: WebSocketURL
-) -> ssl.SSLContext:
-    if context is not None or (sslopt and "context" in sslopt):
-        return build_ssl_context(sslopt, context, url=url.redacted)
-    key = None if not sslopt else tuple(sorted((k, repr(v)) for k, v in sslopt.items()))
-    with _shared_contexts_lock:
-        shared = _shared_contexts.get(key)
-        if shared is not None:
-            _shared_contexts.move_to_end(key)
-            return shared
-    # Built outside the lock (it reads files); two threads may both build it once.
-    shared = build_ssl_context(sslopt, None, url=url.redacted)
-    with _shared_contexts_lock:
-        _shared_contexts[key] = shared
-        while len(_shared_contexts) > _SHARED_CONTEXTS_MAX:
-            _shared_contexts.popitem(last=False)
-    return shared

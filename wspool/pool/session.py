@@ -453,7 +453,9 @@ class Session:
             self._dial()
 
     def _opened(self, accepted: Accepted) -> None:
-        self._handshake = None
+        # What only the opening needed goes (memory per open connection counts).
+        self._handshake = self._route = self._proxy_handshake = self._plan = None
+        self._addresses.clear()
         self.protocol = self.opening.protocol(accepted, defer_failure=False)
         result = accepted.result
         self.subprotocol = result.subprotocol

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -31,7 +31,7 @@ from wspool.exceptions import (
     WebSocketTLSException,
 )
 from wspool.transport.proxy import ProxyConfig, ProxyHandshake, make_handshake, select_proxy
-from wspool.transport.tls import tls_handshake_error
+from wspool.transport.tls import shared_ssl_context, tls_handshake_error
 from wspool.transport.url import WebSocketURL, format_host
 
 __all__ = [
@@ -86,14 +86,26 @@ class ProxySettings:
 
 @dataclass(frozen=True, slots=True)
 class DialSettings:
-    """What the transport needs from the options, for every hop."""
+    """What the transport needs from the options, for every hop.
+
+    The TLS context is made from ``sslopt``/``context`` only when a hop is ``wss://``
+    (:meth:`ssl_context`), and shared between connections with equal ``sslopt``.
+    """
 
     proxy: ProxySettings
-    ssl_context: ssl.SSLContext
-    #: ``sslopt["server_hostname"]``: the name for SNI and the certificate check.
-    server_hostname: str | None = None
+    sslopt: Mapping[str, Any] | None = None
+    #: The ``ssl=`` option: a ready context, used as it is.
+    context: ssl.SSLContext | None = None
     sockopt: tuple[tuple[int, int, Any], ...] = ()
     source_address: tuple[str, int] | None = None
+
+    @property
+    def server_hostname(self) -> str | None:
+        """``sslopt["server_hostname"]``: the name for SNI and the certificate check."""
+        return None if not self.sslopt else self.sslopt.get("server_hostname")
+
+    def ssl_context(self, url: WebSocketURL) -> ssl.SSLContext:
+        return shared_ssl_context(self.sslopt, self.context, url=url.redacted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +316,7 @@ def proxy_leftover_error(plan: DialPlan, count: int) -> WebSocketProxyException:
 def wrap_tls(plan: DialPlan, sock: socket.socket) -> ssl.SSLSocket:
     """Wrap a connected (or tunnelled) socket for TLS; the handshake is the caller's."""
     try:
-        return plan.settings.ssl_context.wrap_socket(
+        return plan.settings.ssl_context(plan.url).wrap_socket(
             sock, server_hostname=plan.server_hostname, do_handshake_on_connect=False
         )
     except OSError as exc:

@@ -40,13 +40,21 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from wspool.exceptions import WebSocketConfigurationException, WebSocketTLSException
 from wspool.transport.url import WebSocketURL
 
-__all__ = ["SSLOPT_KEYS", "build_ssl_context", "server_hostname_for", "tls_handshake_error"]
+__all__ = [
+    "SSLOPT_KEYS",
+    "build_ssl_context",
+    "server_hostname_for",
+    "shared_ssl_context",
+    "tls_handshake_error",
+]
 
 # OpenSSL X509 verify codes for a host name / IP address that the certificate does not name
 _NAME_MISMATCH_CODES = (62, 64)
@@ -134,6 +142,37 @@ def build_ssl_context(
             )
         return chosen
     return _build(options, url)
+
+
+# Contexts built from equal sslopt dicts are shared: a default context loads the whole
+# CA store, far too much memory and time to repeat for thousands of connections.
+# Bounded, least recently used first out, so programs that vary sslopt do not grow it
+# without end.  Built under the lock, so threads opening at once build it once.
+_SHARED_CONTEXTS_MAX: Final = 32
+_shared_contexts: OrderedDict[Any, ssl.SSLContext] = OrderedDict()
+_shared_contexts_lock = threading.Lock()
+
+
+def shared_ssl_context(
+    sslopt: Mapping[str, Any] | None,
+    context: ssl.SSLContext | None = None,
+    *,
+    url: str | None = None,
+) -> ssl.SSLContext:
+    """:func:`build_ssl_context`, shared between callers with equal ``sslopt`` (a
+    ready ``context`` is returned as it is)."""
+    if context is not None or (sslopt and "context" in sslopt):
+        return build_ssl_context(sslopt, context, url=url)
+    key = None if not sslopt else tuple(sorted((k, repr(v)) for k, v in sslopt.items()))
+    with _shared_contexts_lock:
+        shared = _shared_contexts.get(key)
+        if shared is not None:
+            _shared_contexts.move_to_end(key)
+            return shared
+        shared = _shared_contexts[key] = build_ssl_context(sslopt, None, url=url)
+        while len(_shared_contexts) > _SHARED_CONTEXTS_MAX:
+            _shared_contexts.popitem(last=False)
+        return shared
 
 
 def server_hostname_for(host: str, sslopt: Mapping[str, Any] | None) -> str | None:
