@@ -1,8 +1,9 @@
 """Socket plumbing shared by the blocking client and the pool.
 
 URL parsing (:mod:`.url`), ``sslopt`` to :class:`ssl.SSLContext` (:mod:`.tls`), proxy
-selection and the sans-I/O proxy handshakes (:mod:`.proxy`), and the blocking
-connect-tunnel-TLS sequence (:mod:`.connect`).
+selection and the sans-I/O proxy handshakes (:mod:`.proxy`), the dial plan both front
+ends carry out (:mod:`.dial`: proxy per hop, lookups, address order, socket setup,
+failure wording), and its blocking carrier (:mod:`.connect`).
 """
 
 from wspool.transport.connect import open_socket
