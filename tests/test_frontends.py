@@ -779,3 +779,25 @@ def test_unresolvable_host(front: FrontEnd) -> None:
     with pytest.raises(WebSocketAddressException) as info:
         front.open("ws://no-such-host.invalid:9/", open_timeout=SHORT_OPEN)
     assert "no-such-host.invalid" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "mentions"),
+    [
+        ({"subprotocols": ["chat"], "header": ["Sec-WebSocket-Protocol: chat"]}, "subprotocols"),
+        ({"header": {"Upgrade": "h2c"}}, "Upgrade"),
+        ({"origin": "http://a\r\nX-Evil: 1"}, "Origin"),
+    ],
+)
+@pytest.mark.parametrize("front", FRONT_ENDS, indirect=True)
+def test_request_conflicts_are_refused_before_connecting(
+    front: FrontEnd, options: dict[str, Any], mentions: str, ws_server: WSServerFactory
+) -> None:
+    """Options that only clash once the request is built (a header that the handshake
+    generates, header injection) are still refused in the caller's thread."""
+    server = ws_server()
+    before = server.accepted
+    with pytest.raises(wspool.WebSocketConfigurationException, match=mentions):
+        front.open(server.url, **options)
+    assert front.last_failure == "sync"
+    assert connections_since(server, before) == 0

@@ -522,6 +522,7 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
     """
     checked = connect_options(url, options)
     opening = Opening(checked)
+    opening.check_request()
     deadline = Deadline(checked.open_timeout)
     while True:
         try:

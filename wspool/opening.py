@@ -18,7 +18,7 @@ deadline in the blocking client, a dispatcher timer in the pool).
 
 from __future__ import annotations
 
-from wspool.exceptions import WebSocketRedirectException
+from wspool.exceptions import WebSocketException, WebSocketRedirectException
 from wspool.options import ConnectOptions
 from wspool.protocol.client_protocol import ClientProtocol
 from wspool.protocol.handshake import Accepted, ClientHandshake, Redirect, build_request
@@ -48,6 +48,16 @@ class Opening:
         """Whether the current hop is the origin the credentials were given for."""
         first, hop = self.options.url, self.url
         return (hop.secure, hop.host, hop.port) == (first.secure, first.host, first.port)
+
+    def check_request(self) -> None:
+        """Build the first hop's request once, so that an unusable header, subprotocol
+        or extension combination raises in the caller's thread, before any connection
+        (the front ends call it right after checking the options)."""
+        try:
+            self.handshake()
+        except WebSocketException as exc:
+            exc.url = exc.url or self.url.redacted
+            raise
 
     def plan(self) -> DialPlan:
         """How to reach the current hop (its proxy is chosen for its own URL)."""

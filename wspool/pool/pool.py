@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Unpack
 
 from wspool.exceptions import WebSocketConfigurationException
+from wspool.opening import Opening
 from wspool.options import PoolKeywords, pool_options
 from wspool.pool.connection import Connection, ConnectionState
 from wspool.pool.dispatcher import Dispatcher
@@ -78,7 +79,9 @@ class Pool:
         """
         if self.closing or self._closed:
             raise WebSocketConfigurationException("this pool is closed: create a new one")
-        connection = Connection(self, pool_options(url, options), label=label)
+        checked = pool_options(url, options)
+        Opening(checked.connect).check_request()
+        connection = Connection(self, checked, label=label)
         with self._lock:
             self._connections.append(connection)
         self.dispatcher.call_soon(connection.start)
