@@ -6,7 +6,8 @@
 
 Steps: install the pinned testsuite for Python 2.7 if missing, start the fuzzingserver on
 127.0.0.1, run each case as an echo client, ask the server for its reports, then write
-docs/compliance.md (full runs) and optionally a JSON summary.  Exit status: 0 when every
+docs/compliance.md (full runs of the default client; other clients get
+docs/compliance-CLIENT.md) and optionally a JSON summary.  Exit status: 0 when every
 case meets the target (OK or INFORMATIONAL, close behavior too), 1 when one misses it,
 2 when the harness itself could not run, 130 on Ctrl-C.
 """
@@ -38,6 +39,7 @@ REPO_ROOT = HERE.parent
 SITE_DIR = HERE / ".autobahn27"
 WORKDIR = HERE / ".autobahn-run"
 REQUIREMENTS = HERE / "requirements-py27.txt"
+DEFAULT_CLIENT = "wspool"
 DEFAULT_DOC = REPO_ROOT / "docs" / "compliance.md"
 MAX_PRINTED_MISSES = 40
 
@@ -50,8 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--client",
         choices=sorted(agents.CLIENTS),
-        default="wspool",
-        help="client library under test (default: wspool, from this checkout)",
+        default=DEFAULT_CLIENT,
+        help="client under test (default: wspool's blocking client, from this checkout; "
+        "wspool-pool: the same checkout's Pool, one connection per case)",
     )
     parser.add_argument(
         "--cases",
@@ -67,15 +70,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--doc",
         type=Path,
-        help="Markdown report path (default: docs/compliance.md for a full run, "
-        "compliance/.autobahn-run/compliance.md for a subset)",
+        help="Markdown report path (default: docs/compliance.md for a full run of "
+        "wspool, docs/compliance-CLIENT.md for another client's; "
+        "compliance/.autobahn-run/compliance[-CLIENT].md for a subset)",
     )
     parser.add_argument("--python27", help="Python 2.7 interpreter (default: search pyenv, PATH)")
     parser.add_argument(
         "--timeout",
         type=float,
         default=60.0,
-        help="seconds any single socket operation of the client may block (default: 60)",
+        help="seconds any single socket operation of the client may block; for "
+        "wspool-pool also the bound of a whole case (default: 60)",
     )
     return parser.parse_args(argv)
 
@@ -136,6 +141,14 @@ def main(argv: list[str]) -> int:
         return 130
 
 
+def _shutdown(client: agents.Client) -> None:
+    """Release what the client holds for the run (wspool-pool: close the Pool)."""
+    try:
+        client.shutdown()
+    except Exception as exc:  # the results are in; a failing shutdown is only reported
+        print(f"warning: shutting the client down failed: {exc!r}", file=sys.stderr)
+
+
 def _checkout_state() -> str:
     """The commit the tested wspool comes from, and whether the tree had local changes."""
     try:
@@ -156,6 +169,14 @@ def _checkout_state() -> str:
     return head + (" with uncommitted changes under wspool/" if dirty else "")
 
 
+def default_doc(client: str, full_run: bool) -> Path:
+    """Where the Markdown report goes without --doc: one document per client, so that
+    another client's full run never overwrites docs/compliance.md (wspool's)."""
+    suffix = "" if client == DEFAULT_CLIENT else f"-{client}"
+    folder = REPO_ROOT / "docs" if full_run else WORKDIR
+    return folder / f"compliance{suffix}.md"
+
+
 def _split_patterns(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -164,7 +185,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     patterns = _split_patterns(args.cases)
     excluded = _split_patterns(args.exclude)
     full_run = patterns == ["*"] and not excluded
-    doc_path: Path = args.doc or (DEFAULT_DOC if full_run else WORKDIR / "compliance.md")
+    doc_path: Path = args.doc or default_doc(args.client, full_run)
     try:
         python27 = env27.find_python27(args.python27)
         log = WORKDIR / "pip-install.log"
@@ -194,6 +215,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     except harness_errors as exc:
         print(f"error: the harness could not run the cases: {exc!r}", file=sys.stderr)
         return 2
+    finally:
+        _shutdown(client)
     wall = time.monotonic() - started
 
     results = report.load_results(server.outdir, client.agent)
@@ -209,7 +232,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         "Wall time": f"{wall:.0f} s for {summary.total} cases",
     }
     doc_path.parent.mkdir(parents=True, exist_ok=True)
-    doc_path.write_text(report.render_markdown(summary, metadata, notes))
+    title = report.TITLE + ("" if args.client == DEFAULT_CLIENT else f": {client.agent}")
+    doc_path.write_text(report.render_markdown(summary, metadata, notes, title=title))
     if args.json:
         payload = {"metadata": metadata, "summary": summary.as_json(), "client_notes": notes}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

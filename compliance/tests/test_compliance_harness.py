@@ -170,6 +170,282 @@ def test_echo_loop_classifies_how_a_case_ended(error: Exception, kind: agents.Ou
     assert conn.closed
 
 
+# ------------------------------------------------------- the pool client (wspool-pool)
+
+
+class _CallbackError(_LibraryError):
+    """Stands for wspool.CallbackError: a callback raised, ``original`` says what."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"on_message raised {original!r}")
+        self.original = original
+
+
+class _FakePoolConnection:
+    """Plays a script through the callbacks Pool.connect was given, when waited on."""
+
+    def __init__(self, callbacks: dict[str, object], script: list[tuple[object, ...]]) -> None:
+        self.callbacks = callbacks
+        self.script = script
+        self.sent: list[str | bytes] = []
+        self.open = True
+        self.aborted = False
+
+    def send(self, data: str | bytes) -> int:
+        if not self.open:
+            raise _LibraryError("Connection is already closed.")
+        self.sent.append(data)
+        return len(data)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        for step in self.script:
+            kind, *args = step
+            if kind == "hang":
+                return self.aborted  # never closes until aborted
+            if kind == "message":
+                # As the pool does: a callback's exception goes to on_error, wrapped.
+                try:
+                    self.callbacks["on_message"](self, *args)  # type: ignore[operator]
+                except Exception as exc:
+                    self.callbacks["on_error"](self, _CallbackError(exc))  # type: ignore[operator]
+            elif kind == "lost":
+                self.open = False
+            else:
+                self.callbacks[f"on_{kind}"](self, *args)  # type: ignore[operator]
+        self.script = []
+        return True
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.callbacks["on_close"](self, 1006, "aborted")  # type: ignore[operator]
+
+
+class _FakePool:
+    def __init__(self, script: list[tuple[object, ...]], fail: BaseException | None = None) -> None:
+        self.script = script
+        self.fail = fail
+        self.options: dict[str, object] = {}
+        self.conn: _FakePoolConnection | None = None
+
+    def connect(self, url: str, **options: object) -> _FakePoolConnection:
+        if self.fail is not None:
+            raise self.fail
+        self.options = options
+        self.conn = _FakePoolConnection(options, self.script)
+        return self.conn
+
+
+def _pool_case(pool: _FakePool, timeout: float = 5.0) -> agents.Outcome:
+    return agents.run_pool_case(
+        pool,
+        "ws://127.0.0.1:1/runCase",
+        case_timeout=timeout,
+        error_types=(_LibraryError,),
+        callback_error=_CallbackError,
+        max_size=None,
+        timeout=timeout,
+    )
+
+
+def test_pool_case_echoes_with_the_message_type_until_closed() -> None:
+    """str goes back as str (text), bytes as bytes (binary): conn.send picks the opcode."""
+    pool = _FakePool([("message", "hi"), ("message", b"\x00\xff"), ("close", 1000, "bye")])
+    outcome = _pool_case(pool)
+    assert pool.conn is not None and pool.conn.sent == ["hi", b"\x00\xff"]
+    assert outcome == agents.Outcome(agents.OutcomeKind.SERVER_CLOSE, 2, "code 1000 'bye'")
+    # The options of the blocking client, and the callbacks the case needs.
+    assert pool.options["max_size"] is None and pool.options["timeout"] == 5.0
+    assert {"on_message", "on_error", "on_close"} <= set(pool.options)
+
+
+def test_pool_case_reports_the_error_that_failed_the_connection() -> None:
+    """A protocol violation after a message whose echo lost the race to the failure
+    (the known NON-STRICT shape of 3.2, 4.1.3, ...): both show in the detail."""
+    pool = _FakePool(
+        [
+            ("lost",),
+            ("message", "Hello"),
+            ("error", _LibraryError("reserved opcode 0x5")),
+            ("close", 1002, "reserved opcode 0x5"),
+        ]
+    )
+    outcome = _pool_case(pool)
+    assert outcome.kind is agents.OutcomeKind.CLIENT_ERROR
+    assert outcome.messages == 1
+    assert outcome.detail == (
+        "_LibraryError: reserved opcode 0x5; echo failed: _LibraryError: Connection is "
+        "already closed.; on_close code 1002 'reserved opcode 0x5'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (ConnectionResetError("reset"), agents.OutcomeKind.SOCKET_ERROR),
+        (AttributeError("bug"), agents.OutcomeKind.UNEXPECTED),
+    ],
+)
+def test_pool_case_classifies_errors(error: Exception, kind: agents.OutcomeKind) -> None:
+    outcome = _pool_case(_FakePool([("error", error), ("close", 1006, "")]))
+    assert outcome.kind is kind
+    assert str(error) in outcome.detail.strip().splitlines()[-1]
+
+
+def test_pool_case_an_echo_that_fails_oddly_is_unexpected() -> None:
+    """An echo that raises the library's own error (a close raced it) is only noted;
+    one that raises anything else is a bug."""
+    pool = _FakePool([("lost",), ("message", "a"), ("close", 1000, "")])
+    outcome = _pool_case(pool)
+    assert outcome.kind is agents.OutcomeKind.SERVER_CLOSE  # closed: the library's error
+    assert "echo failed: _LibraryError" in outcome.detail
+
+    class _BrokenConnection(_FakePoolConnection):
+        def send(self, data: str | bytes) -> int:
+            raise TypeError("send is broken")
+
+    broken = _FakePool([("message", "a"), ("close", 1000, "")])
+    broken.connect = lambda url, **options: _BrokenConnection(options, broken.script)  # type: ignore[method-assign]
+    outcome = _pool_case(broken)
+    assert outcome.kind is agents.OutcomeKind.UNEXPECTED
+    assert outcome.detail.strip().splitlines()[-1] == "TypeError: send is broken"
+
+
+def test_pool_case_that_never_closes_is_aborted_after_the_timeout() -> None:
+    pool = _FakePool([("message", "a"), ("hang",)])
+    outcome = _pool_case(pool, timeout=0.5)
+    assert pool.conn is not None and pool.conn.aborted
+    assert outcome.kind is agents.OutcomeKind.TIMEOUT
+    assert outcome.detail == "not closed within 0.5 s, aborted; on_close code 1006 'aborted'"
+
+
+def test_pool_case_without_on_close_is_a_pool_bug() -> None:
+    outcome = _pool_case(_FakePool([("message", "a")]))
+    assert outcome == agents.Outcome(agents.OutcomeKind.UNEXPECTED, 1, "closed without on_close")
+
+
+def test_pool_case_connect_errors() -> None:
+    outcome = _pool_case(_FakePool([], fail=_LibraryError("bad option")))
+    assert outcome == agents.Outcome(
+        agents.OutcomeKind.CLIENT_ERROR, 0, "connect: _LibraryError: bad option"
+    )
+
+
+def test_run_case_hands_the_case_to_the_clients_runner() -> None:
+    seen: list[str] = []
+
+    def runner(url: str) -> agents.Outcome:
+        seen.append(url)
+        if len(seen) > 1:
+            raise KeyError("runner bug")
+        return agents.Outcome(agents.OutcomeKind.SERVER_CLOSE, 3, "code 1000")
+
+    def no_blocking_connect(url: str) -> agents.Connection:
+        raise AssertionError("a client with a case_runner is not driven by the echo loop")
+
+    client = agents.Client("test", "0", no_blocking_connect, (_LibraryError,), case_runner=runner)
+    assert agents.run_case(client, "ws://x/runCase?case=1").messages == 3
+    failed = agents.run_case(client, "ws://x/runCase?case=2")
+    assert failed.kind is agents.OutcomeKind.UNEXPECTED and "runner bug" in failed.detail
+    assert seen == ["ws://x/runCase?case=1", "ws://x/runCase?case=2"]
+
+
+def _accept_key(key: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _read_client_frame(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
+    """One masked client frame (RFC 6455 §5.2), short payloads only (< 126 bytes)."""
+    while len(buf) < 6 or len(buf) < 6 + (buf[1] & 0x7F):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("client went away")
+        buf += chunk
+    opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+    assert buf[1] & 0x80 and length < 126
+    mask, payload = bytes(buf[2:6]), bytes(buf[6 : 6 + length])
+    del buf[: 6 + length]
+    return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _echo_test_server(listener: socket.socket, echoed: list[tuple[int, bytes]]) -> None:
+    """Autobahn's shape in miniature: two messages, read their echoes, then close."""
+    sock, _ = listener.accept()
+    with sock:
+        sock.settimeout(10)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        request, rest = head.split(b"\r\n\r\n", 1)
+        headers = dict(
+            line.split(": ", 1) for line in request.decode().split("\r\n")[1:] if ": " in line
+        )
+        key = {k.lower(): v for k, v in headers.items()}["sec-websocket-key"]
+        sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + _accept_key(key).encode()
+            + b"\r\n\r\n"
+        )
+        # No extension accepted: the client's permessage-deflate offer is declined.
+        sock.sendall(b"\x81\x02hi" + b"\x82\x02\x00\xff")
+        buf = bytearray(rest)
+        echoed.append(_read_client_frame(sock, buf))
+        echoed.append(_read_client_frame(sock, buf))
+        sock.sendall(b"\x88\x05\x03\xe8bye")
+        echoed.append(_read_client_frame(sock, buf))  # the client's close reply
+
+
+def test_wspool_pool_client_runs_a_case_on_a_real_pool() -> None:
+    """The real thing, in miniature and without Autobahn: a Pool connection echoes text
+    as text and binary as binary, replies to the close, and the case ends on on_close."""
+    import threading
+
+    client = agents.load_client("wspool-pool", 10.0)
+    assert client.agent == "wspool-pool"  # the name the reports are filed under
+    listener = socket.create_server(("127.0.0.1", 0))
+    echoed: list[tuple[int, bytes]] = []
+    server = threading.Thread(target=_echo_test_server, args=(listener, echoed), daemon=True)
+    server.start()
+    try:
+        port = listener.getsockname()[1]
+        outcome = agents.run_case(client, f"ws://127.0.0.1:{port}/runCase?case=1")
+    finally:
+        client.shutdown()
+        server.join(10)
+        listener.close()
+    assert outcome == agents.Outcome(agents.OutcomeKind.SERVER_CLOSE, 2, "code 1000 'bye'")
+    assert echoed[:2] == [(1, b"hi"), (2, b"\x00\xff")]
+    assert echoed[2][0] == 8 and echoed[2][1][:2] == b"\x03\xe8"  # close 1000 echoed
+    client.shutdown()  # idempotent: run.py calls it once more on some paths
+
+
+# ------------------------------------------------------------------------ run.py
+
+
+def test_each_client_has_its_own_report_document() -> None:
+    """Another client's full run must not overwrite docs/compliance.md (wspool's)."""
+    import run
+
+    assert run.default_doc("wspool", True) == run.DEFAULT_DOC
+    docs = HERE.parent / "docs"
+    assert run.default_doc("wspool-pool", True) == docs / "compliance-wspool-pool.md"
+    assert run.default_doc("websocket-client", True).name == "compliance-websocket-client.md"
+    assert run.default_doc("wspool", False) == run.WORKDIR / "compliance.md"
+    assert run.default_doc("wspool-pool", False) == run.WORKDIR / "compliance-wspool-pool.md"
+    assert set(agents.CLIENTS) >= {"wspool", "wspool-pool", "websocket-client"}
+
+
+def test_markdown_title_names_the_client(tmp_path: Path) -> None:
+    _write_reports(tmp_path)
+    summary = report.summarize(report.load_results(tmp_path, "wspool"))
+    assert report.render_markdown(summary, {}, {}).startswith("# Autobahn testsuite compliance\n")
+    titled = report.render_markdown(summary, {}, {}, title=report.TITLE + ": wspool-pool")
+    assert titled.startswith("# Autobahn testsuite compliance: wspool-pool\n")
+
+
 # ------------------------------------------------------------------------ the server
 
 
