@@ -179,6 +179,7 @@ def test_pool_without_timeout_keeps_a_slow_reader(ws_server: WSServerFactory, po
         for _ in range(8):
             conn.recv_message()
         conn.send_message("done")
+        conn.close(1000)
 
     server = ws_server(slow_reader)
     rec = CallbackRecorder()
@@ -186,5 +187,5 @@ def test_pool_without_timeout_keeps_a_slow_reader(ws_server: WSServerFactory, po
     rec.wait_open()
     for _ in range(8):
         conn.send(b"y" * (1 << 20))
-    rec.wait_messages(1)
+    rec.wait_closed()
     assert rec.messages() == ["done"] and rec.errors() == []
