@@ -31,7 +31,7 @@ from wspool.exceptions import (
     WebSocketTimeoutException,
 )
 from wspool.opening import Opening
-from wspool.options import ConnectKeywords, ConnectOptions, connect_options
+from wspool.options import ConnectKeywords, connect_options
 from wspool.protocol.client_protocol import ClientProtocol, ProtocolState
 from wspool.protocol.events import (
     CloseReceived,
@@ -48,12 +48,12 @@ from wspool.protocol.handshake import (
     REJECTION_BODY_WAIT,
     Accepted,
     ClientHandshake,
+    HandshakeEvent,
     HandshakeState,
-    Redirect,
     Rejected,
 )
 from wspool.transport.connect import Deadline, open_socket
-from wspool.transport.tls import tls_handshake_error
+from wspool.transport.dial import DialPlan, tls_error
 from wspool.transport.url import WebSocketURL
 
 __all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
@@ -525,18 +525,19 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
     opening.check_request()
     deadline = Deadline(checked.open_timeout)
     while True:
+        plan = opening.plan()
         try:
-            sock = open_socket(opening.plan(), deadline)
+            sock = open_socket(plan, deadline)
         except TimeoutError as exc:
             if isinstance(exc, WebSocketException):
                 exc.url = exc.url or opening.url.redacted
                 raise
-            raise _open_timed_out(checked, opening) from exc
+            raise _open_timed_out(opening, "before the handshake completed") from exc
         except WebSocketException as exc:
             exc.url = exc.url or opening.url.redacted
             raise
         try:
-            event, leftover = _exchange(sock, opening.handshake(), deadline, opening)
+            event = _exchange(sock, opening.handshake(), deadline, opening, plan)
             if isinstance(event, Accepted):
                 sock.settimeout(checked.timeout)
                 return WebSocket(
@@ -547,7 +548,7 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
                     headers=event.result.headers,
                     subprotocol=event.result.subprotocol,
                     extensions=event.result.extensions,
-                    leftover=leftover,
+                    leftover=event.leftover,
                     fire_cont_frame=checked.fire_cont_frame,
                     close_timeout=checked.close_timeout,
                 )
@@ -567,18 +568,21 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
 create_connection = connect
 
 
-def _open_timed_out(options: ConnectOptions, opening: Opening) -> WebSocketTimeoutException:
+def _open_timed_out(opening: Opening, when: str) -> WebSocketTimeoutException:
     return WebSocketTimeoutException(
-        f"open_timeout={options.open_timeout}s expired before the handshake completed",
+        f"open_timeout={opening.options.open_timeout}s expired {when}",
         url=opening.url.redacted,
     )
 
 
 def _exchange(
-    sock: socket.socket, handshake: ClientHandshake, deadline: Deadline, opening: Opening
-) -> tuple[Accepted | Redirect | Rejected, bytes]:
+    sock: socket.socket,
+    handshake: ClientHandshake,
+    deadline: Deadline,
+    opening: Opening,
+    plan: DialPlan,
+) -> HandshakeEvent:
     """Send the upgrade request and read until the handshake has its outcome."""
-    url = opening.url
     try:
         sock.settimeout(deadline.remaining())
         sock.sendall(handshake.data_to_send())
@@ -590,25 +594,21 @@ def _exchange(
                     sock.settimeout(deadline.remaining(REJECTION_BODY_WAIT))
                     data = sock.recv(_RECV_SIZE)
                 except (TimeoutError, ssl.SSLError, ConnectionError):
-                    return handshake.body_timed_out(), b""
+                    return handshake.body_timed_out()
             else:
                 sock.settimeout(deadline.remaining())
                 data = sock.recv(_RECV_SIZE)
             event = handshake.receive_data(data)
             if event is not None:
-                return event, event.leftover if isinstance(event, Accepted) else b""
+                return event
     except TimeoutError as exc:
         if isinstance(exc, WebSocketException):
             raise
-        raise WebSocketTimeoutException(
-            f"open_timeout={opening.options.open_timeout}s expired waiting for the handshake "
-            "response",
-            url=url.redacted,
-        ) from exc
+        raise _open_timed_out(opening, "waiting for the handshake response") from exc
     except ssl.SSLError as exc:
         # With TLS 1.3 the server checks a client certificate after the client's side of
         # the TLS handshake finished: its refusal arrives here, as an alert.
-        raise tls_handshake_error(exc, url, opening.plan().server_hostname) from exc
+        raise tls_error(plan, exc) from exc
     except OSError as exc:
         if isinstance(exc, WebSocketException):
             raise
@@ -617,7 +617,7 @@ def _exchange(
             # client-certificate alert races with our write): report its alert if any.
             alert = _pending_tls_alert(sock)
             if alert is not None:
-                raise tls_handshake_error(alert, url, opening.plan().server_hostname) from alert
+                raise tls_error(plan, alert) from alert
         raise WebSocketHandshakeException(f"connection failed during the handshake: {exc}") from exc
 
 

@@ -32,7 +32,7 @@ __all__ = ["Opening"]
 class Opening:
     """The hops of one attempt to open ``options.url``; not thread-safe (one driver)."""
 
-    __slots__ = ("_visited", "options", "redirects", "url")
+    __slots__ = ("_checked", "_visited", "options", "redirects", "url")
 
     def __init__(self, options: ConnectOptions) -> None:
         self.options = options
@@ -42,6 +42,9 @@ class Opening:
         # Every URL after the first, once redirects happen (none: no allocation; one
         # Opening lives with each pool session).
         self._visited: tuple[str, ...] = ()
+        # The first hop's handshake once check_request() built it: handshake() hands it
+        # out instead of building the same request twice.
+        self._checked: ClientHandshake | None = None
 
     @property
     def same_origin(self) -> bool:
@@ -54,7 +57,7 @@ class Opening:
         or extension combination raises in the caller's thread, before any connection
         (the front ends call it right after checking the options)."""
         try:
-            self.handshake()
+            self._checked = self._build_handshake()
         except WebSocketException as exc:
             exc.url = exc.url or self.url.redacted
             raise
@@ -65,6 +68,12 @@ class Opening:
 
     def handshake(self) -> ClientHandshake:
         """A fresh client handshake for the current hop."""
+        checked, self._checked = self._checked, None
+        if checked is not None and self.redirects == 0:
+            return checked
+        return self._build_handshake()
+
+    def _build_handshake(self) -> ClientHandshake:
         options, url = self.options, self.url
         same_origin = self.same_origin
         request = build_request(

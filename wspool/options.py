@@ -296,6 +296,9 @@ OPTIONS: Final[Mapping[str, Option]] = {
 }
 
 _CALLBACK_NAMES: Final = tuple(name for name in OPTIONS if name.startswith("on_"))
+#: Every default, normalized once (each is immutable: None, numbers, tuples, frozen
+#: DeflateOptions), so an option left out costs a dict lookup per connect.
+_CHECKED_DEFAULTS: Final = {name: option.check(option.default) for name, option in OPTIONS.items()}
 
 
 # ---------------------------------------------------------------------- results
@@ -480,7 +483,7 @@ def _checked(options: Mapping[str, Any], *, pool: bool) -> dict[str, Any]:
         if option.pool_only and not pool:
             continue
         if name not in options:
-            values[name] = option.check(option.default)
+            values[name] = _CHECKED_DEFAULTS[name]
             continue
         value = options[name]
         try:

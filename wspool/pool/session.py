@@ -73,6 +73,7 @@ from wspool.transport.dial import (
     wrap_tls,
 )
 from wspool.transport.proxy import ProxyHandshake
+from wspool.transport.url import WebSocketURL
 
 if TYPE_CHECKING:
     from wspool.options import PoolOptions
@@ -200,7 +201,7 @@ class Session:
         self.last_rtt: float | None = None
 
     @property
-    def url(self) -> Any:
+    def url(self) -> WebSocketURL:
         """The hop being opened (after redirects: where the connection went)."""
         return self.opening.url
 
@@ -467,8 +468,6 @@ class Session:
         self.owner.session_opened(self)
         if self.options.ping_interval:
             self._timer("ping", self.options.ping_interval, self._send_keepalive_ping)
-        if self._sock is None:
-            return  # the owner closed it from session_opened
         if not self._paused:
             self._set_interest(read=True, write=self._writing)
         if accepted.leftover:
