@@ -48,7 +48,7 @@ OPEN_WAIT = 15.0
 CLOSE_WAIT = 5.0
 
 #: Options WebSocketApp takes in its constructor rather than in run_forever.
-_APP_CONSTRUCTOR_OPTIONS = frozenset({"header", "cookie", "subprotocols"})
+_APP_CONSTRUCTOR_OPTIONS = frozenset({"header", "cookie", "subprotocols", "socket", "get_mask_key"})
 
 
 class Handle(ABC):

@@ -296,7 +296,7 @@ def test_recv_data_with_and_without_control_frames(ws_server: WSServerFactory) -
 
 
 def test_recv_data_frame_returns_frames(ws_server: WSServerFactory) -> None:
-    """recv_data_frame gives (opcode, Frame) with the whole message and fin=True."""
+    """recv_data_frame gives (opcode, ABNF) with the whole message and fin=True."""
 
     def handler(conn: ServerConnection) -> None:
         conn.send_message("héllo wörld", fragment_size=3)
@@ -307,7 +307,8 @@ def test_recv_data_frame_returns_frames(ws_server: WSServerFactory) -> None:
     with wspool.connect(server.url, compression=None, timeout=WAIT) as ws:
         opcode, frame = ws.recv_data_frame()
         assert opcode == ABNF.OPCODE_TEXT
-        assert frame == wspool.Frame(Opcode.TEXT, "héllo wörld".encode(), True)
+        assert (frame.opcode, frame.data, frame.fin) == (Opcode.TEXT, "héllo wörld".encode(), 1)
+        assert (frame.rsv1, frame.rsv2, frame.rsv3, frame.mask_value) == (0, 0, 0, 0)
         opcode, frame = ws.recv_data_frame(control_frame=True)
         assert (opcode, frame.data) == (Opcode.PING, b"x")
 
@@ -1566,4 +1567,195 @@ def test_concurrent_senders_and_one_reader(
         assert pad in ("", "p" * 2000)
         order.setdefault(n, []).append(int(i))
     assert order == {str(n): list(range(per_sender)) for n in range(senders)}
+    ws.close()
+
+
+# ------------------------------------------------- websocket-client's WebSocket object
+
+
+def test_websocket_object_connects_and_reconnects(ws_server: WSServerFactory) -> None:
+    """WebSocket(options) with no socket, then connect(url): constructor options are
+    defaults for each connect; a closed WebSocket connects again."""
+    seen: queue.Queue[Frame] = queue.Queue()
+
+    def handler(conn: ServerConnection) -> None:
+        while True:
+            try:
+                frame = conn.recv_frame(WAIT)
+            except PeerClosed:
+                return
+            if frame.opcode == Opcode.CLOSE:
+                conn.send_close(1000)
+                return
+            seen.put(frame)
+            conn.send_message(frame.payload.decode(), opcode=frame.opcode)
+
+    server = ws_server(handler)
+    keys = iter([b"\x01\x02\x03\x04", b"\x05\x06\x07\x08", b"\x0a\x0b\x0c\x0d"] * 4)
+    ws = WebSocket(get_mask_key=lambda n: next(keys), skip_utf8_validation=True)
+    assert not ws.connected and ws.sock is None and ws.getstatus() is None
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.recv()
+    ws.close()  # nothing to close: does nothing
+    for path in ("/first", "/second"):
+        ws.connect(server.url + path, compression=None, timeout=WAIT)
+        assert ws.connected and isinstance(ws.sock, socket.socket)
+        assert ws.getstatus() == 101 and ws.url == server.url + path
+        ws.send("hi")
+        assert ws.recv() == "hi"
+        ws.close()
+        assert not ws.connected and ws.sock is None
+    assert [seen.get(timeout=WAIT).mask_key for _ in range(2)] == [
+        b"\x01\x02\x03\x04",
+        b"\x0a\x0b\x0c\x0d",
+    ]
+    assert [r.path for r in server.requests] == ["/first", "/second"]
+
+
+def test_connect_while_connected_drops_the_old_connection(ws_server: WSServerFactory) -> None:
+    server = ws_server()
+    ws = WebSocket()
+    ws.connect(server.url + "/a", timeout=WAIT)
+    old = ws.sock
+    assert old is not None
+    ws.connect(server.url + "/b", timeout=WAIT)
+    assert old.fileno() == -1
+    ws.send("x")
+    assert ws.recv() == "x"
+    ws.close()
+
+
+def test_timeout_before_connect_is_kept(ws_server: WSServerFactory) -> None:
+    """settimeout() before connect() is the timeout of the connection it opens, and
+    connect(timeout=...) is kept for gettimeout() and the next connect."""
+    server = ws_server()
+    ws = WebSocket()
+    assert ws.gettimeout() is None
+    ws.settimeout(2.5)
+    assert ws.gettimeout() == 2.5
+    ws.connect(server.url)
+    assert ws.gettimeout() == 2.5 and ws.sock is not None and ws.sock.gettimeout() == 2.5
+    ws.close()
+    ws.connect(server.url, timeout=1.5)
+    ws.close()
+    assert ws.gettimeout() == 1.5
+    ws.connect(server.url)
+    assert ws.gettimeout() == 1.5
+    ws.close()
+
+
+def test_unknown_options_warn_in_websocket_client_names(ws_server: WSServerFactory) -> None:
+    """create_connection, WebSocket() and ws.connect ignore an unknown option with a
+    warning that names the closest known option and points at the caller's line;
+    wspool.connect raises."""
+    server = ws_server()
+    with pytest.warns(wspool.UnknownOptionWarning, match=r"'headers'.*'header'") as record:
+        ws = wspool.create_connection(server.url, headers={"X-A": "1"})
+    assert len(record) == 1 and record[0].filename == __file__
+    ws.close()
+    with pytest.warns(wspool.UnknownOptionWarning, match="'cookies'") as record:
+        ws = WebSocket(cookies="a=b")
+        ws.connect(server.url)
+    assert len(record) == 1 and record[0].filename == __file__
+    ws.close()
+    with pytest.warns(wspool.UnknownOptionWarning, match="ping_interval.*Pool"):
+        wspool.create_connection(server.url, ping_interval=5).close()
+    with pytest.raises(WebSocketConfigurationException, match="did you mean 'header'"):
+        wspool.connect(server.url, headers={"X-A": "1"})  # type: ignore[call-arg]
+    assert server.requests[0].get("X-A") is None
+
+
+def test_create_connection_class_gets_every_option(ws_server: WSServerFactory) -> None:
+    """class_ is instantiated with every option (websocket-client passes them all)."""
+    server = ws_server()
+    made: list[dict[str, Any]] = []
+
+    class Recording(WebSocket):
+        def __init__(self, **options: Any) -> None:
+            made.append(options)
+            super().__init__(**options)
+
+    ws = wspool.create_connection(server.url, timeout=3, class_=Recording, origin="http://o")
+    assert isinstance(ws, Recording)
+    assert made == [{"origin": "http://o"}]
+    assert ws.gettimeout() == 3
+    ws.close()
+    assert server.requests[0].get("Origin") == "http://o"
+
+
+def test_iteration_and_next(ws_server: WSServerFactory) -> None:
+    """The WebSocket is its own iterator; it stops at the server's close frame."""
+
+    def handler(conn: ServerConnection) -> None:
+        for text in ("a", "b", "c"):
+            conn.send_message(text)
+        conn.send_close(1000)
+        conn.recv_frame(WAIT)
+
+    server = ws_server(handler)
+    ws = wspool.create_connection(server.url, timeout=WAIT)
+    assert iter(ws) is ws
+    assert next(ws) == "a"
+    assert ws.next() == "b"
+    assert list(ws) == ["c"]
+    with pytest.raises(StopIteration):
+        next(ws)
+    ws.close()
+
+
+def test_send_close_then_read_the_reply(ws_server: WSServerFactory) -> None:
+    """send_close sends the frame and returns; recv then gets the reply ("")."""
+    got: queue.Queue[tuple[int, str]] = queue.Queue()
+
+    def handler(conn: ServerConnection) -> None:
+        frame = conn.recv_frame(WAIT)
+        got.put(parse_close_payload(frame.payload))
+        conn.send_close(1000, "bye")
+
+    server = ws_server(handler)
+    ws = wspool.create_connection(server.url, timeout=WAIT)
+    with pytest.raises(WebSocketConfigurationException):
+        ws.send_close(999)  # refused, nothing sent: the connection stays open
+    assert ws.connected
+    assert ws.send_close(wspool.STATUS_GOING_AWAY, b"leaving") == 6 + 2 + 7
+    assert not ws.connected
+    assert got.get(timeout=WAIT) == (1001, b"leaving")
+    assert ws.recv() == ""
+    assert (ws.close_status, ws.close_reason) == (1000, "bye")
+    ws.close()
+    with pytest.raises(WebSocketConnectionClosedException):
+        ws.send_close()
+
+
+def test_send_frame_goes_through_the_core(ws_server: WSServerFactory) -> None:
+    """send_frame(ABNF.create_frame(...)): whole and fragmented messages, control
+    frames; RSV bits and bad close frames are refused."""
+    frames: queue.Queue[Frame] = queue.Queue()
+
+    def handler(conn: ServerConnection) -> None:
+        while True:
+            frame = conn.recv_frame(WAIT)
+            frames.put(frame)
+            if frame.opcode == Opcode.CLOSE:
+                conn.send_close(1000)
+                return
+
+    server = ws_server(handler)
+    ws = wspool.create_connection(server.url, timeout=WAIT, compression=None)
+    ws.send_frame(ABNF.create_frame("Hel", ABNF.OPCODE_TEXT, 0))
+    ws.send_frame(ABNF.create_frame("lo", ABNF.OPCODE_CONT, 1))
+    ws.send_frame(ABNF.create_frame(b"p", ABNF.OPCODE_PING))
+    with pytest.raises(WebSocketConfigurationException, match="RSV"):
+        ws.send_frame(ABNF(1, 1, 0, 0, ABNF.OPCODE_TEXT, 1, b"x"))
+    with pytest.raises(WebSocketConfigurationException, match="close"):
+        ws.send_frame(ABNF.create_frame(b"\x03\xe7", ABNF.OPCODE_CLOSE))  # 999
+    ws.send_frame(ABNF.create_frame(b"\x03\xe8ok", ABNF.OPCODE_CLOSE))
+    got = [frames.get(timeout=WAIT) for _ in range(4)]
+    assert [(f.opcode, f.fin, f.payload) for f in got] == [
+        (Opcode.TEXT, False, b"Hel"),
+        (Opcode.CONTINUATION, True, b"lo"),
+        (Opcode.PING, True, b"p"),
+        (Opcode.CLOSE, True, b"\x03\xe8ok"),
+    ]
+    assert all(f.masked for f in got)
     ws.close()

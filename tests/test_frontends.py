@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import trustme
-from frontends import FRONT_ENDS, FrontEnd, Handle, front
+from frontends import FRONT_ENDS, FrontEnd, Handle, front, make_front
 from helpers import tls_server_context
 from proxies import HttpConnectProxy, HttpProxyRequest, SocksProxy
 from wsserver import HandshakeAction, Request, Response, WSServer, accept, redirect, refuse
@@ -110,6 +110,9 @@ class BadOption:
     #: refuse it for what it is.
     pool_only: bool = False
     secure: bool = False
+    #: An unknown name: refused by wspool's own front ends, ignored with a warning by
+    #: WebSocketApp (websocket-client's names; test_unknown_option_warns_on_the_app).
+    unknown: bool = False
 
 
 _MESSAGE_DIFFERS = "message differs from the blocking client's"
@@ -193,6 +196,7 @@ BAD_OPTIONS = [
         "unknown headers=",
         {"headers": {"X-Y": "z"}},
         (r"\bheaders\b", r"\bheader\b"),
+        unknown=True,
     ),
     BadOption(
         "sslopt cert_reqs='nope'",
@@ -206,7 +210,8 @@ BAD_OPTIONS = [
 def _bad_option_params() -> list[Any]:
     params = []
     for case in BAD_OPTIONS:
-        params += on_fronts(case, case_id=case.id)
+        fronts = [name for name in FRONT_ENDS if not (case.unknown and name == "app")]
+        params += [pytest.param(name, case, id=f"{case.id}-{name}") for name in fronts]
     return params
 
 
@@ -254,6 +259,22 @@ def test_bad_option_is_refused_before_connecting(
     reference = _reference_error(case, ws_server())
     assert isinstance(reference, WebSocketConfigurationException), reference
     assert error.message == reference.message
+
+
+def test_unknown_option_warns_on_the_app(ws_server: WSServerFactory) -> None:
+    """WebSocketApp.run_forever is websocket-client's name: an unknown option is
+    ignored with the same message as a warning, pointing at the caller, and the
+    app connects; wspool.connect and Pool.connect raise it (above)."""
+    server = ws_server()
+    front_end = make_front("app")
+    try:
+        with pytest.warns(wspool.UnknownOptionWarning, match=r"did you mean 'header'\?"):
+            handle = front_end.open(server.url, headers={"X-Y": "z"})
+        echo_both_kinds(handle)
+        handle.close()
+    finally:
+        front_end.shutdown()
+    assert server.requests[0].get("X-Y") is None
 
 
 ACCEPTED_OPTIONS = [
@@ -801,3 +822,186 @@ def test_request_conflicts_are_refused_before_connecting(
         front.open(server.url, **options)
     assert front.last_failure == "sync"
     assert connections_since(server, before) == 0
+
+
+# ------------------------------------------------------------ the socket option
+
+
+@pytest.mark.parametrize("front", on_fronts(), indirect=True)
+def test_socket_option_is_used_instead_of_dialling(
+    front: FrontEnd, ws_server: WSServerFactory
+) -> None:
+    """socket=<connected socket>: the handshake runs over it; the URL's host is only
+    named in the request (it is never resolved nor dialled)."""
+    server = ws_server()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    handle = front.open("ws://unresolvable.invalid/over-socket", socket=sock)
+    echo_both_kinds(handle)
+    handle.close()
+    assert [(r.path, r.get("Host")) for r in server.requests] == [
+        ("/over-socket", "unresolvable.invalid")
+    ]
+    assert sock.fileno() == -1, "the given socket is closed with the connection"
+
+
+@pytest.mark.parametrize("front", on_fronts(), indirect=True)
+def test_socket_option_gets_tls_for_wss(
+    front: FrontEnd, ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, ca_file: str
+) -> None:
+    """A plain socket with a wss:// URL is wrapped in TLS and verified for the URL's
+    host; an SSLSocket the caller made is used as it is."""
+    server = ws_server(ssl_context=tls_server_ctx)
+    url = f"wss://localhost:{server.port}/plain"
+    plain = socket.create_connection(("127.0.0.1", server.port))
+    handle = front.open(url, socket=plain, sslopt={"ca_certs": ca_file})
+    echo_both_kinds(handle)
+    handle.close()
+    client_ctx = ssl.create_default_context(cafile=ca_file)
+    ready = client_ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", server.port)), server_hostname="localhost"
+    )
+    handle = front.open(f"wss://localhost:{server.port}/ready", socket=ready)
+    echo_both_kinds(handle)
+    handle.close()
+    assert [(r.path, r.tls) for r in server.requests] == [("/plain", True), ("/ready", True)]
+
+
+@pytest.mark.parametrize("front", on_fronts(), indirect=True)
+def test_socket_option_failed_handshake_closes_it(
+    front: FrontEnd, ws_server: WSServerFactory
+) -> None:
+    """A refused upgrade over the given socket raises as usual and closes the socket."""
+    server = ws_server(handshake=lambda request: refuse(403))
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    with pytest.raises(WebSocketBadStatusException):
+        front.open(server.url, socket=sock)
+    assert sock.fileno() == -1
+
+
+def _unconnected() -> socket.socket:
+    return socket.socket()
+
+
+def _datagram() -> socket.socket:
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+@pytest.mark.parametrize(
+    ("front", "make", "why"),
+    [
+        *on_fronts(_unconnected, "not connected", case_id="unconnected"),
+        *on_fronts(_datagram, "SOCK_STREAM", case_id="datagram"),
+        *on_fronts(lambda: "127.0.0.1:80", "connected stream socket", case_id="str"),
+    ],
+    indirect=["front"],
+)
+def test_socket_option_must_be_a_connected_stream_socket(
+    front: FrontEnd, ws_server: WSServerFactory, make: Callable[[], Any], why: str
+) -> None:
+    server = ws_server()
+    value = make()
+    try:
+        with pytest.raises(WebSocketConfigurationException) as info:
+            front.open(server.url, socket=value)
+        assert front.last_failure == "sync"
+        assert "socket=" in info.value.message
+        assert why in info.value.message
+        assert server.accepted == 0
+    finally:
+        if isinstance(value, socket.socket):
+            value.close()
+
+
+def test_socket_option_with_reconnect_is_refused(ws_server: WSServerFactory) -> None:
+    """A given socket serves one connection: the pool refuses it with reconnect."""
+    server = ws_server()
+    with (
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+        wspool.Pool(workers=1) as pool,
+        pytest.raises(WebSocketConfigurationException, match="reconnect"),
+    ):
+        pool.connect(server.url, socket=sock, reconnect=True)
+
+
+# -------------------------------------------- setdefaulttimeout, WEBSOCKET_CLIENT_CA_BUNDLE
+
+
+@pytest.fixture
+def default_timeout() -> Iterator[None]:
+    yield
+    wspool.setdefaulttimeout(None)
+
+
+@pytest.mark.parametrize("front", on_fronts(), indirect=True)
+def test_default_timeout_bounds_the_opening(
+    front: FrontEnd, ws_server: WSServerFactory, default_timeout: None
+) -> None:
+    """setdefaulttimeout(t) is the default of timeout=, and a positive timeout is the
+    default bound of the opening (websocket-client's socket timeout bounds it too)."""
+    server = ws_server(handshake=lambda request: Response(action=HandshakeAction.SILENT))
+    wspool.setdefaulttimeout(0.5)
+    assert wspool.getdefaulttimeout() == 0.5
+    started = time.monotonic()
+    with pytest.raises(WebSocketTimeoutException) as info:
+        front.open(server.url)
+    assert 0.4 <= time.monotonic() - started < 3.0
+    assert "open_timeout=0.5" in info.value.message
+    # open_timeout given: it wins over the default timeout.
+    started = time.monotonic()
+    with pytest.raises(WebSocketTimeoutException):
+        front.open(server.url, open_timeout=1.0)
+    assert time.monotonic() - started >= 0.9
+
+
+def test_default_timeout_is_checked(default_timeout: None) -> None:
+    for bad in (-1, "5", float("nan"), True):
+        with pytest.raises(WebSocketConfigurationException, match="setdefaulttimeout"):
+            wspool.setdefaulttimeout(bad)  # type: ignore[arg-type]
+    assert wspool.getdefaulttimeout() is None
+
+
+@pytest.mark.parametrize("as_directory", [False, True], ids=["file", "directory"])
+@pytest.mark.parametrize("front", on_fronts(), indirect=True)
+def test_ca_bundle_environment_variable(
+    front: FrontEnd,
+    ws_server: WSServerFactory,
+    tls_server_ctx: ssl.SSLContext,
+    tls_ca: trustme.CA,
+    ca_file: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    as_directory: bool,
+) -> None:
+    """WEBSOCKET_CLIENT_CA_BUNDLE names a CA file or a hashed CA directory, used when
+    sslopt names none (as in websocket-client); sslopt's own ca_certs wins."""
+    server = ws_server(ssl_context=tls_server_ctx)
+    if as_directory:
+        directory = tmp_path / "cas"
+        directory.mkdir()
+        pem = tls_ca.cert_pem.bytes()
+        subject_hash = _openssl_subject_hash(ca_file)
+        (directory / f"{subject_hash}.0").write_bytes(pem)
+        monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(directory))
+    else:
+        monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", ca_file)
+    handle = front.open(server.url)
+    echo_both_kinds(handle)
+    handle.close()
+    other = trustme.CA()
+    other_file = tmp_path / "other-ca.pem"
+    other.cert_pem.write_to_path(str(other_file))
+    with pytest.raises(WebSocketTLSException):
+        front.open(server.url, sslopt={"ca_certs": str(other_file)})
+
+
+def _openssl_subject_hash(ca_file: str) -> str:
+    """The subject-hash file name OpenSSL looks up in a CA directory (c_rehash)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject_hash", "-in", ca_file],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()

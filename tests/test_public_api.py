@@ -25,6 +25,7 @@ import wspool
 PACKAGE_MODULES = frozenset(
     {
         "_reprs",
+        "abnf",
         "app",
         "client",
         "exceptions",

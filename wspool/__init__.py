@@ -6,8 +6,27 @@ used from your own threads.
 Names follow websocket-client, so ``import wspool as websocket`` moves most scripts.
 """
 
-from wspool.app import WebSocketApp
-from wspool.client import ABNF, Frame, WebSocket, connect, create_connection
+from wspool.abnf import (
+    ABNF,
+    STATUS_ABNORMAL_CLOSED,
+    STATUS_BAD_GATEWAY,
+    STATUS_GOING_AWAY,
+    STATUS_INVALID_EXTENSION,
+    STATUS_INVALID_PAYLOAD,
+    STATUS_MESSAGE_TOO_BIG,
+    STATUS_NORMAL,
+    STATUS_POLICY_VIOLATION,
+    STATUS_PROTOCOL_ERROR,
+    STATUS_SERVICE_RESTART,
+    STATUS_STATUS_NOT_AVAILABLE,
+    STATUS_TLS_HANDSHAKE_ERROR,
+    STATUS_TRY_AGAIN_LATER,
+    STATUS_UNEXPECTED_CONDITION,
+    STATUS_UNSUPPORTED_DATA_TYPE,
+    VALID_CLOSE_STATUS,
+)
+from wspool.app import WebSocketApp, set_reconnect, setReconnect
+from wspool.client import WebSocket, connect, create_connection
 from wspool.exceptions import (
     CallbackError,
     DispatcherStoppedError,
@@ -25,6 +44,7 @@ from wspool.exceptions import (
     WebSocketTimeoutException,
     WebSocketTLSException,
 )
+from wspool.options import UnknownOptionWarning, getdefaulttimeout, setdefaulttimeout
 from wspool.pool import (
     Connection,
     ConnectionState,
@@ -33,11 +53,28 @@ from wspool.pool import (
     ReconnectPolicy,
 )
 from wspool.protocol import CloseCode, DeflateOptions, Opcode
+from wspool.protocol.trace import enableTrace
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ABNF",
+    "STATUS_ABNORMAL_CLOSED",
+    "STATUS_BAD_GATEWAY",
+    "STATUS_GOING_AWAY",
+    "STATUS_INVALID_EXTENSION",
+    "STATUS_INVALID_PAYLOAD",
+    "STATUS_MESSAGE_TOO_BIG",
+    "STATUS_NORMAL",
+    "STATUS_POLICY_VIOLATION",
+    "STATUS_PROTOCOL_ERROR",
+    "STATUS_SERVICE_RESTART",
+    "STATUS_STATUS_NOT_AVAILABLE",
+    "STATUS_TLS_HANDSHAKE_ERROR",
+    "STATUS_TRY_AGAIN_LATER",
+    "STATUS_UNEXPECTED_CONDITION",
+    "STATUS_UNSUPPORTED_DATA_TYPE",
+    "VALID_CLOSE_STATUS",
     "CallbackError",
     "CloseCode",
     "Connection",
@@ -45,10 +82,10 @@ __all__ = [
     "ConnectionStats",
     "DeflateOptions",
     "DispatcherStoppedError",
-    "Frame",
     "Opcode",
     "Pool",
     "ReconnectPolicy",
+    "UnknownOptionWarning",
     "WebSocket",
     "WebSocketAddressException",
     "WebSocketApp",
@@ -67,4 +104,9 @@ __all__ = [
     "__version__",
     "connect",
     "create_connection",
+    "enableTrace",
+    "getdefaulttimeout",
+    "setReconnect",
+    "set_reconnect",
+    "setdefaulttimeout",
 ]

@@ -18,11 +18,11 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Final, Unpack
+from typing import Any, Final, Unpack
 
+from wspool.abnf import ABNF
 from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
@@ -31,7 +31,13 @@ from wspool.exceptions import (
     WebSocketTimeoutException,
 )
 from wspool.opening import Opening
-from wspool.options import ConnectKeywords, connect_options
+from wspool.options import (
+    ConnectKeywords,
+    ConnectOptions,
+    Unknown,
+    connect_options,
+    getdefaulttimeout,
+)
 from wspool.protocol.client_protocol import ClientProtocol, ProtocolState
 from wspool.protocol.events import (
     CloseReceived,
@@ -43,7 +49,7 @@ from wspool.protocol.events import (
     Pong,
     ProtocolError,
 )
-from wspool.protocol.frames import CloseCode, Opcode
+from wspool.protocol.frames import CloseCode, Opcode, decode_close_payload
 from wspool.protocol.handshake import (
     REJECTION_BODY_WAIT,
     Accepted,
@@ -52,11 +58,11 @@ from wspool.protocol.handshake import (
     HandshakeState,
     Rejected,
 )
-from wspool.transport.connect import Deadline, open_socket
+from wspool.transport.connect import Deadline, open_socket, use_socket
 from wspool.transport.dial import DialPlan, tls_error
 from wspool.transport.url import WebSocketURL
 
-__all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
+__all__ = ["WebSocket", "connect", "create_connection"]
 
 #: Bytes per read.  Under glibc's mmap threshold (128 KiB) on purpose: a larger
 #: ``recv`` buffer is mapped, shrunk and unmapped by malloc on every read (syscalls and
@@ -64,70 +70,109 @@ __all__ = ["ABNF", "Frame", "WebSocket", "connect", "create_connection"]
 _RECV_SIZE: Final = 64 * 1024
 
 
-@dataclass(slots=True)
-class Frame:
-    """A frame or a whole message as websocket-client's ``ABNF`` shows it.
-
-    ``data`` is bytes (text is UTF-8); the ``OPCODE_*`` constants are the opcodes.
-    """
-
-    opcode: int
-    data: bytes
-    fin: bool = True
-
-    OPCODE_CONT: ClassVar[int] = Opcode.CONT
-    OPCODE_TEXT: ClassVar[int] = Opcode.TEXT
-    OPCODE_BINARY: ClassVar[int] = Opcode.BINARY
-    OPCODE_CLOSE: ClassVar[int] = Opcode.CLOSE
-    OPCODE_PING: ClassVar[int] = Opcode.PING
-    OPCODE_PONG: ClassVar[int] = Opcode.PONG
-
-
-#: websocket-client's name for the frame class and its opcode constants.
-ABNF = Frame
-
-
 def _as_bytes(data: str | bytes) -> bytes:
     return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+
+
+#: The options ``WebSocket(...)`` takes as websocket-client's constructor does; any
+#: other connect option given there is kept too, as a default for :meth:`WebSocket.connect`.
+_CONSTRUCTOR_OPTIONS: Final = (
+    "get_mask_key",
+    "sockopt",
+    "sslopt",
+    "fire_cont_frame",
+    "enable_multithread",
+    "skip_utf8_validation",
+)
 
 
 class WebSocket:
     """One WebSocket connection, driven by the calling thread(s).
 
-    Create it with :func:`connect`.  ``send*`` may be called from any thread while
-    another thread blocks in ``recv*``; reads are serialized, and so are writes.
+    :func:`wspool.connect` returns one, open.  websocket-client's way works too:
+    ``ws = WebSocket(sslopt=..., sockopt=...)`` then ``ws.connect(url, **options)``;
+    options given to the constructor are defaults for every later ``connect``, and a
+    closed WebSocket may be connected again.  ``send*`` may be called from any thread
+    while another thread blocks in ``recv*``; reads are serialized, and so are writes.
     """
 
     def __init__(
         self,
-        sock: socket.socket,
-        protocol: ClientProtocol,
-        url: WebSocketURL,
-        *,
-        status: int,
-        headers: Sequence[tuple[str, str]],
-        subprotocol: str | None,
-        extensions: Sequence[str],
-        leftover: bytes = b"",
+        get_mask_key: Callable[[int], bytes] | None = None,
+        sockopt: Any = None,
+        sslopt: Any = None,
         fire_cont_frame: bool = False,
-        close_timeout: float,
+        enable_multithread: bool = True,
+        skip_utf8_validation: bool = False,
+        **options: Any,
     ) -> None:
-        self.sock: socket.socket | None = sock
-        self.url = url.redacted
-        self.status = status
-        self.response_headers = list(headers)
-        self.subprotocol = subprotocol
-        self.extensions = list(extensions)
+        # Checked by connect() (with the options given there), as websocket-client
+        # takes them here and uses them there.
+        given = {
+            "get_mask_key": get_mask_key,
+            "sockopt": sockopt,
+            "sslopt": sslopt,
+            "fire_cont_frame": fire_cont_frame,
+            "enable_multithread": enable_multithread,
+            "skip_utf8_validation": skip_utf8_validation,
+        }
+        self._defaults: dict[str, Any] = {
+            name: value for name, value in given.items() if value is not None
+        }
+        # Not socket=: a given socket serves one connection (connect(socket=...) it is).
+        self._defaults.update({k: v for k, v in options.items() if k != "socket"})
+        self.sock: socket.socket | None = None
+        self.url: str | None = None
+        self.status: int | None = None
+        self.response_headers: list[tuple[str, str]] = []
+        self.subprotocol: str | None = None
+        self.extensions: list[str] = []
         self.fire_cont_frame = fire_cont_frame
-        self.close_timeout = close_timeout
-        self._proto = protocol
+        self.close_timeout = 3.0
+        self._proto: ClientProtocol | None = None
         self._events: deque[Event] = deque()
         # Frames that arrived in the same read as the handshake response.  They are fed
         # to the core by the first read, once it has chosen messages or frame events.
-        self._leftover = leftover
+        self._leftover = b""
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._proto_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- connecting
+
+    def connect(self, url: str, **options: Any) -> None:
+        """Open ``url`` (websocket-client's ``WebSocket.connect``).
+
+        Takes the options of :func:`wspool.connect`, on top of those given to the
+        constructor.  As in websocket-client, an unknown option name is ignored, with
+        an :class:`~wspool.options.UnknownOptionWarning` naming the closest known one.
+        A connection that is still open is dropped first.
+        """
+        self._open(url, {**self._defaults, **options}, unknown="warn", stacklevel=3)
+
+    def _open(
+        self, url: str, options: dict[str, Any], *, unknown: Unknown, stacklevel: int
+    ) -> None:
+        if self.sock is not None:
+            self.abort()
+        checked = connect_options(url, options, unknown=unknown, stacklevel=stacklevel + 1)
+        if "timeout" in options:
+            # Kept, as websocket-client keeps it: gettimeout() and the next connect().
+            self._defaults["timeout"] = options["timeout"]
+        sock, protocol, accepted, url_ = _open(checked)
+        result = accepted.result
+        with self._read_lock, self._write_lock, self._proto_lock:
+            self.url = url_.redacted
+            self.status = result.status
+            self.response_headers = list(result.headers)
+            self.subprotocol = result.subprotocol
+            self.extensions = list(result.extensions)
+            self.fire_cont_frame = checked.fire_cont_frame
+            self.close_timeout = checked.close_timeout
+            self._events.clear()
+            self._leftover = accepted.leftover
+            self._proto = protocol
+            self.sock = sock
 
     # ---------------------------------------------------------------- properties
 
@@ -138,40 +183,62 @@ class WebSocket:
 
     @property
     def connected(self) -> bool:
-        return self.sock is not None and self._proto.state is ProtocolState.OPEN
+        """Whether the connection is open: connected, and no close frame sent or seen."""
+        proto = self._proto
+        return self.sock is not None and proto is not None and proto.state is ProtocolState.OPEN
 
     @property
     def close_status(self) -> int | None:
         """The peer's close code (1005 if it sent none, 1006 if the stream dropped)."""
-        return self._proto.close_code
+        return None if self._proto is None else self._proto.close_code
 
     @property
     def close_reason(self) -> str:
-        return self._proto.close_reason
+        return "" if self._proto is None else self._proto.close_reason
 
     def getsubprotocol(self) -> str | None:
         return self.subprotocol
 
-    def getstatus(self) -> int:
+    def getstatus(self) -> int | None:
         return self.status
 
     def getheaders(self) -> dict[str, str]:
         return self.headers
 
+    def is_ssl(self) -> bool:
+        return isinstance(self.sock, ssl.SSLSocket)
+
     def fileno(self) -> int:
         return self._socket().fileno()
 
     def gettimeout(self) -> float | None:
-        return self._socket().gettimeout()
+        """The timeout of each blocking read and write, in seconds (``None``: none)."""
+        if self.sock is not None:
+            return self.sock.gettimeout()
+        timeout = self._defaults.get("timeout")
+        return None if timeout is None else float(timeout)
 
     def settimeout(self, timeout: float | None) -> None:
-        """Timeout in seconds for each blocking read and write (``None``: wait forever)."""
-        self._socket().settimeout(timeout)
+        """Timeout in seconds for each blocking read and write (``None``: wait forever);
+        before :meth:`connect`, also the default of its ``timeout`` option."""
+        self._defaults["timeout"] = timeout
+        if self.sock is not None:
+            self.sock.settimeout(timeout)
 
     timeout = property(gettimeout, settimeout)
 
+    def set_mask_key(self, func: Callable[[int], bytes] | None) -> None:
+        """Use ``func(4)`` for each frame's masking key instead of :func:`os.urandom`
+        (websocket-client's hook, for tests that need fixed masks).  Keys must be
+        unpredictable to the network (RFC 6455 §10.3): keep the default otherwise."""
+        self._defaults["get_mask_key"] = func
+        with self._proto_lock:
+            if self._proto is not None:
+                self._proto.mask_key_source = func
+
     def __repr__(self) -> str:
-        return f"<WebSocket {self.url} {self._proto.state.value}>"
+        state = "unconnected" if self._proto is None else self._proto.state.value
+        return f"<WebSocket {self.url} {state}>"
 
     # ------------------------------------------------------------------- sending
 
@@ -185,7 +252,7 @@ class WebSocket:
             return self.ping(payload)
         if opcode == Opcode.PONG:
             return self.pong(payload)
-        return self._send_built(lambda: self._proto.send_message(payload, opcode))
+        return self._send_built(lambda proto: proto.send_message(payload, opcode))
 
     def send_text(self, text: str) -> int:
         return self.send(text, Opcode.TEXT)
@@ -202,20 +269,48 @@ class WebSocket:
         fin: bool = False,
     ) -> int:
         """Stream a message in pieces: the first call fixes its type, ``fin=True`` ends it."""
-        return self._send_built(lambda: self._proto.send_fragment(data, opcode, fin))
+        return self._send_built(lambda proto: proto.send_fragment(data, opcode, fin))
 
     def ping(self, payload: str | bytes | bytearray | memoryview = b"") -> int:
-        return self._send_built(lambda: self._proto.send_ping(payload))
+        return self._send_built(lambda proto: proto.send_ping(payload))
 
     def pong(self, payload: str | bytes | bytearray | memoryview = b"") -> int:
-        return self._send_built(lambda: self._proto.send_pong(payload))
+        return self._send_built(lambda proto: proto.send_pong(payload))
 
-    def _send_built(self, build: Any) -> int:
+    def send_frame(self, frame: ABNF) -> int:
+        """Send one frame built with :meth:`ABNF.create_frame` (websocket-client's API).
+
+        The frame goes through the protocol core like every other send, so fragments
+        must follow each other as RFC 6455 §5.4 says (a TEXT/BINARY frame with
+        ``fin=0``, then CONT frames, the last with ``fin=1``) and the connection's
+        compression applies.  RSV bits are the extensions' (and the core's) to set:
+        a frame with one set is refused.
+        """
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            raise WebSocketConfigurationException(
+                "send_frame() got a frame with an RSV bit set: wspool sets RSV1 itself when "
+                "permessage-deflate compresses a message; send the frame with RSV bits 0",
+                url=self.url,
+            )
+        opcode, data, fin = frame.opcode, frame.data, bool(frame.fin)
+        if opcode == Opcode.PING:
+            return self.ping(data)
+        if opcode == Opcode.PONG:
+            return self.pong(data)
+        if opcode == Opcode.CLOSE:
+            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            code, reason = _close_payload(payload, self.url)
+            return self.send_close(code, reason)
+        if opcode == Opcode.CONT:
+            return self._send_built(lambda proto: proto.send_fragment(data, None, fin))
+        return self._send_built(lambda proto: proto.send_fragment(data, opcode, fin))
+
+    def _send_built(self, build: Callable[[ClientProtocol], bytes]) -> int:
         with self._write_lock:
             with self._proto_lock:
                 self._socket()
                 try:
-                    data: bytes = build()
+                    data: bytes = build(self._protocol())
                 except WebSocketException as exc:
                     exc.url = exc.url or self.url
                     raise
@@ -243,7 +338,7 @@ class WebSocket:
     def _flush_replies(self) -> None:
         """Send the core's own frames (pong, close reply); caller holds ``_read_lock``."""
         with self._proto_lock:
-            out = self._proto.data_to_send()
+            out = self._protocol().data_to_send()
         if out:
             with self._write_lock:
                 if self.sock is not None:
@@ -257,9 +352,16 @@ class WebSocket:
             raise WebSocketConnectionClosedException(url=self.url)
         return sock
 
+    def _protocol(self) -> ClientProtocol:
+        """The core; set by the first connect (``sock`` is never set without it)."""
+        proto = self._proto
+        if proto is None:
+            raise WebSocketConnectionClosedException(url=self.url)
+        return proto
+
     def _feed(self, data: bytes) -> None:
         with self._proto_lock:
-            self._events.extend(self._proto.receive_data(data))
+            self._events.extend(self._protocol().receive_data(data))
 
     def _next_event(self) -> Event:
         """The next event, reading from the socket as needed; caller holds ``_read_lock``."""
@@ -284,7 +386,7 @@ class WebSocket:
             # every event before the violation (and could answer them): the close frame
             # goes out, then the socket is dropped at once.
             with self._proto_lock:
-                self._proto.fail(event.exc)
+                self._protocol().fail(event.exc)
             with contextlib.suppress(WebSocketException):
                 self._flush_replies()
             self._drop()
@@ -349,10 +451,12 @@ class WebSocket:
         always does, as ``(8, payload)``.
         """
         opcode, frame = self.recv_data_frame(control_frame)
-        return opcode, frame.data
+        data = frame.data
+        assert isinstance(data, bytes)  # received frames always hold bytes
+        return opcode, data
 
-    def recv_data_frame(self, control_frame: bool = False) -> tuple[int, Frame]:
-        """``(opcode, Frame)`` of the next message (or of each frame when the
+    def recv_data_frame(self, control_frame: bool = False) -> tuple[int, ABNF]:
+        """``(opcode, ABNF)`` of the next message (or of each frame when the
         connection was opened with ``fire_cont_frame=True``)."""
         with self._read_lock:
             self._set_frame_events(self.fire_cont_frame)
@@ -365,7 +469,7 @@ class WebSocket:
                     continue
                 return frame.opcode, frame
 
-    def recv_frame(self) -> Frame:
+    def recv_frame(self) -> ABNF:
         """The next single frame, data or control, as it came (after decompression)."""
         with self._read_lock:
             self._set_frame_events(True)
@@ -382,20 +486,28 @@ class WebSocket:
         that message keeps coming out the way it started.
         """
         with self._proto_lock:
-            if self._proto.frame_events != on:
+            proto = self._proto
+            if proto is not None and proto.frame_events != on:
                 with contextlib.suppress(WebSocketConfigurationException):
-                    self._proto.frame_events = on
+                    proto.frame_events = on
 
     def __iter__(self) -> Iterator[str | bytes]:
-        """Messages until the peer closes the connection."""
-        while True:
-            try:
-                message = self._recv_message()
-            except WebSocketConnectionClosedException:
-                return
-            if message is None:
-                return
-            yield message
+        """The WebSocket is its own iterator: ``for message in ws`` gives messages
+        until the peer closes the connection (or it drops)."""
+        return self
+
+    def __next__(self) -> str | bytes:
+        """The next message, as :meth:`recv` gives it; :class:`StopIteration` once the
+        peer's close frame arrived or the connection is gone."""
+        try:
+            message = self._recv_message()
+        except WebSocketConnectionClosedException:
+            raise StopIteration from None
+        if message is None:
+            raise StopIteration
+        return message
+
+    next = __next__
 
     # ------------------------------------------------------------------- closing
 
@@ -414,19 +526,7 @@ class WebSocket:
         if self.sock is None:
             return
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
-        try:
-            if isinstance(reason, bytes):
-                reason = reason.decode("utf-8")
-            with self._write_lock, self._proto_lock:
-                frame = self._proto.send_close(status, reason)
-        except UnicodeDecodeError as decode_error:
-            raise WebSocketConfigurationException(
-                f"close reason {reason!r} is not UTF-8: pass a str or UTF-8 bytes", url=self.url
-            ) from decode_error
-        except WebSocketException as refused:
-            # A bad code or reason: nothing was sent and the connection stays open.
-            refused.url = refused.url or self.url
-            raise
+        frame = self._close_frame(status, reason)
         try:
             if frame:
                 with self._write_lock:
@@ -440,6 +540,32 @@ class WebSocket:
             pass  # the socket is closed below whatever happened
         finally:
             self._drop()
+
+    def send_close(self, status: int = CloseCode.NORMAL_CLOSURE, reason: str | bytes = b"") -> int:
+        """Send a close frame and return at once (websocket-client's ``send_close``):
+        the server's close frame is then read by ``recv`` (which returns ``""``) and
+        :meth:`close` or :meth:`abort` releases the socket.  Returns the bytes sent."""
+        self._socket()
+        frame = self._close_frame(status, reason)
+        if frame:
+            with self._write_lock:
+                self._sendall(frame)
+        return len(frame)
+
+    def _close_frame(self, status: int, reason: str | bytes) -> bytes:
+        """The close frame to send (``b""`` if one was already sent); a bad code or
+        reason raises and nothing changes: the connection stays open."""
+        try:
+            text = reason.decode("utf-8") if isinstance(reason, bytes) else reason
+            with self._write_lock, self._proto_lock:
+                return self._protocol().send_close(status, text)
+        except UnicodeDecodeError as decode_error:
+            raise WebSocketConfigurationException(
+                f"close reason {reason!r} is not UTF-8: pass a str or UTF-8 bytes", url=self.url
+            ) from decode_error
+        except WebSocketException as refused:
+            refused.url = refused.url or self.url
+            raise
 
     def _drain_until_closed(self, deadline: float) -> None:
         """Read (discarding messages) until the server's close frame and EOF arrived."""
@@ -487,19 +613,36 @@ class WebSocket:
         self.close()
 
 
-def _event_frame(event: Event) -> Frame | None:
+def _received(opcode: int, data: bytes, fin: bool = True) -> ABNF:
+    # Received frames are shown after decompression: RSV bits 0, and never masked.
+    return ABNF.received_frame(opcode, data, fin)
+
+
+def _event_frame(event: Event) -> ABNF | None:
     """The websocket-client view of an event; ``None`` for the end of the stream."""
     if isinstance(event, Message):
-        return Frame(event.opcode, _as_bytes(event.data))
+        return _received(event.opcode, _as_bytes(event.data))
     if isinstance(event, Fragment):
-        return Frame(event.opcode, event.data, event.fin)
+        return _received(event.opcode, event.data, event.fin)
     if isinstance(event, Ping):
-        return Frame(Opcode.PING, event.data)
+        return _received(Opcode.PING, event.data)
     if isinstance(event, Pong):
-        return Frame(Opcode.PONG, event.data)
+        return _received(Opcode.PONG, event.data)
     if isinstance(event, CloseReceived):
-        return Frame(Opcode.CLOSE, event.payload)
+        return _received(Opcode.CLOSE, event.payload)
     return None
+
+
+def _close_payload(payload: bytes, url: str | None) -> tuple[int, str]:
+    """``(code, reason)`` of a close frame the caller built; an empty payload is 1000."""
+    if not payload:
+        return CloseCode.NORMAL_CLOSURE, ""
+    try:
+        return decode_close_payload(payload)
+    except WebSocketException as exc:
+        raise WebSocketConfigurationException(
+            f"send_frame() got a close frame that may not be sent: {exc.args[0]}", url=url
+        ) from exc
 
 
 # --------------------------------------------------------------------- connecting
@@ -512,22 +655,55 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
     accepts is in :data:`wspool.options.OPTIONS` (the same table the pool uses), and a
     bad or unknown one raises :class:`WebSocketConfigurationException` before any
     connection is made.  ``timeout`` applies to every later read and write (``None``:
-    block); ``open_timeout`` bounds connecting, proxy, TLS, redirects and the handshake
-    together.  ``compression="deflate"`` offers permessage-deflate (``None`` turns it
-    off; a :class:`~wspool.DeflateOptions` sets its parameters).  ``max_size`` bounds
-    frames, messages and decompressed messages (``None``: no bound).  Redirects
+    block; default :func:`getdefaulttimeout`); ``open_timeout`` bounds connecting,
+    proxy, TLS, redirects and the handshake together (default: ``timeout`` if that is
+    > 0, else 10 s).  ``compression="deflate"`` offers permessage-deflate (``None``
+    turns it off; a :class:`~wspool.DeflateOptions` sets its parameters).  ``max_size``
+    bounds frames, messages and decompressed messages (``None``: no bound).  Redirects
     (301/302/303/307/308) are followed up to ``redirect_limit`` times; credentials are
-    only sent to the origin they were given for.  ``enable_multithread`` is accepted
-    for compatibility: a WebSocket is always safe to use from several threads.
+    only sent to the origin they were given for.  ``socket`` is a connected socket to
+    use instead of dialling (a Unix socket, a tunnel of your own).
+    ``enable_multithread`` is accepted for compatibility: a WebSocket is always safe to
+    use from several threads.
     """
-    checked = connect_options(url, options)
+    ws = WebSocket()
+    ws._open(url, dict(options), unknown="raise", stacklevel=3)
+    # A later ws.connect(url) opens with the same options (but for the socket, which
+    # served this connection only).
+    ws._defaults.update({k: v for k, v in options.items() if k != "socket"})
+    return ws
+
+
+def create_connection(
+    url: str, timeout: float | None = None, class_: type[WebSocket] = WebSocket, **options: Any
+) -> WebSocket:
+    """websocket-client's ``create_connection``: :func:`connect` with its conventions.
+
+    ``class_`` is the class to instantiate (a :class:`WebSocket` subclass; it gets
+    every option, as in websocket-client); ``timeout`` defaults to
+    :func:`getdefaulttimeout`.  An unknown option is ignored with an
+    :class:`~wspool.options.UnknownOptionWarning` naming the closest known one,
+    where :func:`connect` raises.
+    """
+    ws = class_(**options)
+    ws.settimeout(timeout if timeout is not None else getdefaulttimeout())
+    ws._open(url, {**ws._defaults, **options}, unknown="warn", stacklevel=3)
+    return ws
+
+
+def _open(checked: ConnectOptions) -> tuple[socket.socket, ClientProtocol, Accepted, WebSocketURL]:
+    """Dial (or take the ``socket`` option's), follow redirects, and return the open
+    socket, its core, the accepted handshake and the URL that accepted it."""
     opening = Opening(checked)
     opening.check_request()
     deadline = Deadline(checked.open_timeout)
     while True:
         plan = opening.plan()
+        given = opening.take_socket()
         try:
-            sock = open_socket(plan, deadline)
+            sock = (
+                open_socket(plan, deadline) if given is None else use_socket(plan, given, deadline)
+            )
         except TimeoutError as exc:
             if isinstance(exc, WebSocketException):
                 exc.url = exc.url or opening.url.redacted
@@ -540,18 +716,7 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
             event = _exchange(sock, opening.handshake(), deadline, opening, plan)
             if isinstance(event, Accepted):
                 sock.settimeout(checked.timeout)
-                return WebSocket(
-                    sock,
-                    opening.protocol(event, defer_failure=True),
-                    opening.url,
-                    status=event.result.status,
-                    headers=event.result.headers,
-                    subprotocol=event.result.subprotocol,
-                    extensions=event.result.extensions,
-                    leftover=event.leftover,
-                    fire_cont_frame=checked.fire_cont_frame,
-                    close_timeout=checked.close_timeout,
-                )
+                return sock, opening.protocol(event, defer_failure=True), event, opening.url
             if isinstance(event, Rejected):
                 raise event.error
             opening.follow(event)
@@ -563,9 +728,6 @@ def connect(url: str, **options: Unpack[ConnectKeywords]) -> WebSocket:
             sock.close()
             raise
         sock.close()
-
-
-create_connection = connect
 
 
 def _open_timed_out(opening: Opening, when: str) -> WebSocketTimeoutException:

@@ -18,6 +18,8 @@ deadline in the blocking client, a dispatcher timer in the pool).
 
 from __future__ import annotations
 
+import socket
+
 from wspool.exceptions import WebSocketException, WebSocketRedirectException
 from wspool.options import ConnectOptions
 from wspool.protocol.client_protocol import ClientProtocol
@@ -32,7 +34,7 @@ __all__ = ["Opening"]
 class Opening:
     """The hops of one attempt to open ``options.url``; not thread-safe (one driver)."""
 
-    __slots__ = ("_checked", "_visited", "options", "redirects", "url")
+    __slots__ = ("_checked", "_given", "_visited", "options", "redirects", "url")
 
     def __init__(self, options: ConnectOptions) -> None:
         self.options = options
@@ -45,6 +47,8 @@ class Opening:
         # The first hop's handshake once check_request() built it: handshake() hands it
         # out instead of building the same request twice.
         self._checked: ClientHandshake | None = None
+        # The ``socket`` option: the first hop goes over it instead of a dialled one.
+        self._given = options.sock
 
     @property
     def same_origin(self) -> bool:
@@ -61,6 +65,13 @@ class Opening:
         except WebSocketException as exc:
             exc.url = exc.url or self.url.redacted
             raise
+
+    def take_socket(self) -> socket.socket | None:
+        """The caller's connected socket for the first hop, once; ``None`` otherwise
+        (no ``socket`` option, or a redirect: its target is dialled, as in
+        websocket-client)."""
+        given, self._given = self._given, None
+        return given if self.redirects == 0 else None
 
     def plan(self) -> DialPlan:
         """How to reach the current hop (its proxy is chosen for its own URL)."""
@@ -90,7 +101,7 @@ class Opening:
             auth=(url.username, url.password or "") if url.username is not None else None,
             deflate=options.deflate,
         )
-        return ClientHandshake(request, max_size=options.max_size)
+        return ClientHandshake(request, max_size=options.max_size, label=url.redacted)
 
     def follow(self, redirect: Redirect) -> WebSocketURL:
         """Move on to the redirect's target, or raise
@@ -120,10 +131,13 @@ class Opening:
         return target
 
     def protocol(self, accepted: Accepted, *, defer_failure: bool) -> ClientProtocol:
-        """The core for the accepted connection, with the negotiated compression."""
+        """The core for the accepted connection, with the negotiated compression, the
+        ``get_mask_key`` source and the hop's redacted URL as its label (trace, errors)."""
         return ClientProtocol(
             max_size=self.options.max_size,
             skip_utf8_validation=self.options.skip_utf8_validation,
             deflate=accepted.result.deflate,
             defer_failure=defer_failure,
+            mask_key_source=self.options.mask_key_source,
+            label=self.url.redacted,
         )

@@ -14,10 +14,12 @@ whether only the pool takes it.  Nothing else in wspool writes an option default
 from __future__ import annotations
 
 import difflib
+import socket
 import ssl
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from wspool.exceptions import WebSocketConfigurationException, WebSocketException
 from wspool.pool.backoff import ReconnectPolicy, coerce_reconnect
@@ -38,8 +40,11 @@ __all__ = [
     "Option",
     "PoolKeywords",
     "PoolOptions",
+    "UnknownOptionWarning",
     "connect_options",
+    "getdefaulttimeout",
     "pool_options",
+    "setdefaulttimeout",
 ]
 
 
@@ -175,6 +180,29 @@ def _no_proxy(value: Any) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _mask_key_source(value: Any) -> Callable[[int], bytes] | None:
+    # Called with 4 for every frame sent; the core checks what it returns.
+    if value is not None and not callable(value):
+        raise _Invalid("a callable taking a length and returning that many bytes, or None")
+    source: Callable[[int], bytes] | None = value
+    return source
+
+
+def _connected_socket(value: Any) -> socket.socket | None:
+    allowed = "a connected stream socket (socket.socket), or None"
+    if value is None:
+        return None
+    if not isinstance(value, socket.socket):
+        raise _Invalid(allowed)
+    if value.type != socket.SOCK_STREAM:
+        raise _Invalid(allowed, "it is not SOCK_STREAM")
+    try:
+        value.getpeername()
+    except OSError as exc:
+        raise _Invalid(allowed, f"it is not connected: {exc.strerror or exc}") from None
+    return value
+
+
 def _any(value: Any) -> Any:
     return value  # checked together with other options in _proxy_settings
 
@@ -207,6 +235,8 @@ OPTIONS: Final[Mapping[str, Option]] = {
         # Opening and timeouts.
         # 0 is allowed, as for socket.settimeout: never wait (reads and writes of the
         # blocking client raise at once; the pool drops a connection whose write stalls).
+        # Left out, timeout is getdefaulttimeout() (None unless setdefaulttimeout was
+        # called) and open_timeout is timeout when that is > 0, else 10 s: _checked().
         Option("timeout", None, _seconds(positive=False, allow_none=True)),
         Option("open_timeout", 10.0, _seconds(positive=True, allow_none=True)),
         Option("close_timeout", 3.0, _seconds(positive=False, allow_none=False)),
@@ -229,6 +259,10 @@ OPTIONS: Final[Mapping[str, Option]] = {
         Option("ssl", None, _context_or_none),
         Option("sockopt", (), _sockopt),
         Option("source_address", None, _source_address),
+        # A connected socket to speak WebSocket over instead of dialling (a Unix socket,
+        # a tunnel built by the caller): used once, for the first hop.
+        Option("socket", None, _connected_socket),
+        Option("get_mask_key", None, _mask_key_source),
         # Proxies (checked together by select_proxy).
         Option("http_proxy_host", None, _text_or_none),
         Option("http_proxy_port", None, _any),
@@ -295,6 +329,9 @@ OPTIONS: Final[Mapping[str, Option]] = {
     )
 }
 
+_TIMEOUT_CHECK: Final = OPTIONS["timeout"].check
+_default_timeout: float | None = None
+
 _CALLBACK_NAMES: Final = tuple(name for name in OPTIONS if name.startswith("on_"))
 #: Every default, normalized once (each is immutable: None, numbers, tuples, frozen
 #: DeflateOptions), so an option left out costs a dict lookup per connect.
@@ -324,7 +361,11 @@ class ConnectOptions:
     max_size: int | None
     skip_utf8_validation: bool
     fire_cont_frame: bool
+    #: ``get_mask_key``: makes each frame's masking key instead of os.urandom.
+    mask_key_source: Callable[[int], bytes] | None
     dial: DialSettings
+    #: ``socket``: a connected socket for the first hop instead of dialling.
+    sock: socket.socket | None
     timeout: float | None
     open_timeout: float | None
     close_timeout: float
@@ -381,6 +422,8 @@ class ConnectKeywords(TypedDict, total=False):
     ssl: ssl.SSLContext | None
     sockopt: Sequence[tuple[int, int, Any]] | None
     source_address: tuple[str, int] | None
+    socket: socket.socket | None
+    get_mask_key: Callable[[int], bytes] | None
     http_proxy_host: str | None
     http_proxy_port: int | str | None
     http_proxy_auth: tuple[str, str] | None
@@ -411,25 +454,71 @@ class PoolKeywords(ConnectKeywords, total=False):
 # --------------------------------------------------------------------- building
 
 
-def connect_options(url: str, options: Mapping[str, Any]) -> ConnectOptions:
-    """Check ``options`` for one blocking connection (``wspool.connect``)."""
+#: What a front end does with an option name that is not in the table: wspool's own
+#: names raise; websocket-client's names (``create_connection``, ``WebSocket``,
+#: ``WebSocketApp``) warn and go on, since websocket-client ignores unknown options
+#: and scripts written for it pass some (docs/migration.md).
+Unknown = Literal["raise", "warn"]
+
+
+class UnknownOptionWarning(UserWarning):
+    """An option name that wspool does not know was ignored (websocket-client's names)."""
+
+
+def setdefaulttimeout(timeout: float | None) -> None:
+    """Set the default of the ``timeout`` option for connections opened from now on.
+
+    As in websocket-client: ``None`` (the initial value) means no timeout.  The value
+    is checked like ``timeout=`` itself.
+    """
+    global _default_timeout
+    try:
+        _default_timeout = _TIMEOUT_CHECK(timeout)
+    except _Invalid as invalid:
+        raise WebSocketConfigurationException(
+            f"setdefaulttimeout({timeout!r}) is invalid: it must be {invalid.allowed}"
+        ) from None
+
+
+def getdefaulttimeout() -> float | None:
+    """The default of the ``timeout`` option (see :func:`setdefaulttimeout`)."""
+    return _default_timeout
+
+
+def connect_options(
+    url: str, options: Mapping[str, Any], *, unknown: Unknown = "raise", stacklevel: int = 2
+) -> ConnectOptions:
+    """Check ``options`` for one blocking connection (``wspool.connect``).
+
+    ``unknown="warn"`` ignores option names not in the table with an
+    :class:`UnknownOptionWarning` (``stacklevel`` as for :func:`warnings.warn`, from
+    this function: 2 is its caller) instead of raising.
+    """
     target = parse_url(url)
     with _naming(target):
-        values = _checked(options, pool=False)
+        values = _checked(options, pool=False, unknown=unknown, stacklevel=stacklevel + 1)
         return _connect(target, values)
 
 
-def pool_options(url: str, options: Mapping[str, Any]) -> PoolOptions:
-    """Check ``options`` for one pool connection (``Pool.connect``)."""
+def pool_options(
+    url: str, options: Mapping[str, Any], *, unknown: Unknown = "raise", stacklevel: int = 2
+) -> PoolOptions:
+    """Check ``options`` for one pool connection (``Pool.connect``); ``unknown`` as
+    for :func:`connect_options`."""
     target = parse_url(url)
     with _naming(target):
-        values = _checked(options, pool=True)
+        values = _checked(options, pool=True, unknown=unknown, stacklevel=stacklevel + 1)
         connect = _connect(target, values)
         if connect.fire_cont_frame:
             raise WebSocketConfigurationException(
                 "fire_cont_frame=True is not supported by the pool: it delivers whole "
                 "messages (on_message, on_data with fin=True); use wspool.connect and "
                 "recv_frame() to see single frames"
+            )
+        if connect.sock is not None and values["reconnect"] is not None:
+            raise WebSocketConfigurationException(
+                "socket= cannot be combined with reconnect: the given socket can be used "
+                "for one connection only; drop reconnect, or let wspool dial the URL"
             )
         interval, timeout = values["ping_interval"], values["ping_timeout"]
         if timeout is not None and interval is None:
@@ -468,21 +557,28 @@ class _naming:
             exc.url = self.url
 
 
-def _checked(options: Mapping[str, Any], *, pool: bool) -> dict[str, Any]:
+def _checked(
+    options: Mapping[str, Any], *, pool: bool, unknown: Unknown, stacklevel: int
+) -> dict[str, Any]:
     """Every option of the table, checked; the defaults where not given."""
+    ignored: set[str] = set()
     for name in options:
         option = OPTIONS.get(name)
         if option is None:
-            raise WebSocketConfigurationException(_unknown(name, pool=pool))
-        if option.pool_only and not pool:
-            raise WebSocketConfigurationException(
-                f"{name} is an option of Pool.connect, not of wspool.connect: {option.note}"
-            )
+            problem = _unknown(name, pool=pool)
+        elif option.pool_only and not pool:
+            problem = f"{name} is an option of Pool.connect, not of wspool.connect: {option.note}"
+        else:
+            continue
+        if unknown == "raise":
+            raise WebSocketConfigurationException(problem)
+        warnings.warn(f"{problem} (ignored)", UnknownOptionWarning, stacklevel=stacklevel)
+        ignored.add(name)
     values: dict[str, Any] = {}
     for name, option in OPTIONS.items():
         if option.pool_only and not pool:
             continue
-        if name not in options:
+        if name not in options or name in ignored:
             values[name] = _CHECKED_DEFAULTS[name]
             continue
         value = options[name]
@@ -495,6 +591,13 @@ def _checked(options: Mapping[str, Any], *, pool: bool) -> dict[str, Any]:
             ) from None
         except TypeError as exc:  # a constructor given values of the wrong type
             raise WebSocketConfigurationException(f"{name}={value!r} is invalid: {exc}") from exc
+    if "timeout" not in options:
+        values["timeout"] = _default_timeout
+    if "open_timeout" not in options and values["timeout"]:
+        # As in websocket-client, where the socket timeout bounds each step of the
+        # opening too: a positive timeout is also the opening's bound unless
+        # open_timeout says otherwise.
+        values["open_timeout"] = values["timeout"]
     return values
 
 
@@ -539,7 +642,9 @@ def _connect(target: WebSocketURL, values: Mapping[str, Any]) -> ConnectOptions:
         max_size=values["max_size"],
         skip_utf8_validation=values["skip_utf8_validation"],
         fire_cont_frame=values["fire_cont_frame"],
+        mask_key_source=values["get_mask_key"],
         dial=dial,
+        sock=values["socket"],
         timeout=values["timeout"],
         open_timeout=values["open_timeout"],
         close_timeout=values["close_timeout"],

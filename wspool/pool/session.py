@@ -265,6 +265,10 @@ class Session:
     def _dial(self) -> None:
         """Resolve and connect the current hop along its dial plan."""
         self._enter(SessionState.RESOLVING)
+        given = self.opening.take_socket()
+        if given is not None:
+            self._use_socket(given)
+            return
         try:
             plan = self._plan = self.opening.plan()
             if not plan.needs_lookup:
@@ -277,6 +281,22 @@ class Session:
         # through the dispatcher's command queue (docs/architecture.md, invariant 6).
         lookup = self._lookup = self.resolver.submit(resolve, plan)
         lookup.add_done_callback(lambda f: self.dispatcher.call_soon(self._resolved, f))
+
+    def _use_socket(self, sock: socket.socket) -> None:
+        """The ``socket`` option: the caller's connected socket instead of dialling (no
+        proxy, no socket options); TLS unless it is already an SSLSocket."""
+        self._enter(SessionState.CONNECTING)
+        self._sock = sock
+        try:
+            self._plan = self.opening.plan()
+            sock.setblocking(False)
+        except (WebSocketException, OSError) as exc:
+            self._fail(exc)
+            return
+        if isinstance(sock, ssl.SSLSocket):
+            self._start_upgrade()
+        else:
+            self._after_tunnel()
 
     def _resolved(self, lookup: Future[Route]) -> None:
         if lookup is not self._lookup or self.state is SessionState.CLOSED:

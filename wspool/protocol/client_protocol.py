@@ -6,13 +6,23 @@ dispatcher drive the very same code.
 
 Not thread-safe: every call on one instance must be serialized by the caller (the
 blocking client does it with its locks, the pool with the connection's send lock).
+
+With the protocol trace on (:func:`wspool.protocol.trace.enableTrace`), every frame built here
+is logged as it is built, and what ``receive_data`` parses is logged per returned
+event: one line per message (reassembled, decompressed), or per data frame when
+frame events are on, and one per control frame.  When the trace is off the cost is
+one module-attribute read per call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
 from enum import Enum
 from typing import Final, Protocol
 
+from wspool._reprs import bounded_repr
 from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
@@ -20,6 +30,7 @@ from wspool.exceptions import (
     WebSocketPayloadException,
     WebSocketProtocolException,
 )
+from wspool.protocol import trace as _trace
 from wspool.protocol._accel import make_utf8_decoder
 from wspool.protocol.deflate import PerMessageDeflate
 from wspool.protocol.events import (
@@ -42,6 +53,8 @@ from wspool.protocol.frames import (
 )
 
 __all__ = ["DEFAULT_MAX_SIZE", "ClientProtocol", "ProtocolState"]
+
+logger = logging.getLogger("wspool")
 
 #: Default bound on frames, messages and decompressed messages: 16 MiB.
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
@@ -75,6 +88,15 @@ class ClientProtocol:
     decompression (``None``: no bound).  ``deflate`` is the negotiated
     permessage-deflate codec, or ``None``.  With ``frame_events`` on, data frames come
     out one by one as :class:`Fragment` events instead of assembled messages.
+
+    ``mask_key_source`` (websocket-client's ``get_mask_key``; also settable as an
+    attribute) is called with 4 for every frame built and must return the 4-byte
+    masking key (a ``str`` is encoded as latin-1); ``None`` uses fresh random keys.
+    Anything else raises :class:`WebSocketConfigurationException` from the send
+    method, except for close frames and the replies the core queues while parsing,
+    which log the failure and use a random key (closing and parsing never fail on it).
+    ``label`` (the connection's URL without credentials) names the connection in the
+    trace and in the error for an unusable masking key.
     """
 
     # Slots: one instance per connection, so no per-instance dict (memory per idle
@@ -93,6 +115,7 @@ class ClientProtocol:
         "_rx_opcode",
         "_rx_size",
         "_rx_texts",
+        "_trace_replies",
         "_tx_compressed",
         "_tx_opcode",
         "auto_pong",
@@ -100,6 +123,8 @@ class ClientProtocol:
         "close_reason",
         "defer_failure",
         "deflate",
+        "label",
+        "mask_key_source",
         "max_size",
         "skip_utf8_validation",
         "state",
@@ -114,6 +139,8 @@ class ClientProtocol:
         auto_pong: bool = True,
         frame_events: bool = False,
         defer_failure: bool = False,
+        mask_key_source: Callable[[int], bytes] | None = None,
+        label: str | None = None,
     ) -> None:
         if max_size is not None and max_size < 0:
             raise WebSocketConfigurationException(f"max_size must be >= 0 or None, not {max_size}")
@@ -122,6 +149,8 @@ class ClientProtocol:
         self.deflate = deflate
         self.auto_pong = auto_pong
         self._frame_events = frame_events
+        self.mask_key_source = mask_key_source
+        self.label = label
 
         self.state = ProtocolState.OPEN
         #: The peer's close code and reason once its close frame arrived (1006 and ""
@@ -149,6 +178,9 @@ class ClientProtocol:
         # Opcode of the fragmented message being sent with send_fragment, if any.
         self._tx_opcode: int | None = None
         self._tx_compressed = False
+        # While receive_data runs with the trace on: the replies the core queued
+        # (opcode, payload, note), traced after the events that caused them.
+        self._trace_replies: list[tuple[int, bytes, str]] | None = None
 
     # ------------------------------------------------------------------ receiving
 
@@ -174,6 +206,9 @@ class ClientProtocol:
             return self._receive_eof()
         if self._failed or self.state is ProtocolState.CLOSED:
             return []  # RFC 6455 §5.5.1: nothing is processed after the close frame
+        tracing = _trace.enabled
+        if tracing:
+            self._trace_replies = []
         events: list[Event] = []
         buf: bytes | bytearray
         if self._buffer:
@@ -189,12 +224,23 @@ class ClientProtocol:
             if not self.defer_failure:
                 self.fail(exc)
             events.append(ProtocolError(exc))
+            if tracing:
+                self._trace_received(events)
             return events
         if buf is self._buffer:
             del self._buffer[:pos]
         elif pos < len(buf):
             self._buffer = bytearray(memoryview(buf)[pos:])
+        if tracing:
+            self._trace_received(events)
         return events
+
+    def _trace_received(self, events: list[Event]) -> None:
+        """Trace what one receive_data call parsed, then the replies it queued."""
+        replies, self._trace_replies = self._trace_replies, None
+        _trace.received(self.label, events)
+        for opcode, payload, note in replies or ():
+            _trace.frame(self.label, _trace.SENT, opcode, True, len(payload), payload, note=note)
 
     def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
         """Parse what ``buf`` holds; return how many bytes were consumed.
@@ -450,7 +496,7 @@ class ClientProtocol:
         """Handle a ping, pong or close; True when it was the close frame."""
         if opcode == _PING:
             if self.auto_pong and self.state is ProtocolState.OPEN:
-                self._outgoing.append(encode_frame(_PONG, payload))
+                self._outgoing.append(self._frame(_PONG, payload, "(auto)"))
             events.append(Ping(payload))
             return False
         if opcode == _PONG:
@@ -462,7 +508,7 @@ class ClientProtocol:
         if self.state is ProtocolState.OPEN:
             # Echo the peer's code (RFC 6455 §5.5.1); "no code" is answered with none.
             reply_code = None if code == CloseCode.NO_STATUS_RCVD else code
-            self._outgoing.append(encode_frame(_CLOSE, encode_close_payload(reply_code)))
+            self._outgoing.append(self._frame(_CLOSE, encode_close_payload(reply_code), "(reply)"))
         self.state = ProtocolState.CLOSED
         events.append(CloseReceived(code, reason, payload))
         return True
@@ -473,7 +519,10 @@ class ClientProtocol:
             self.close_code = CloseCode.ABNORMAL_CLOSURE
         self.state = ProtocolState.CLOSED
         self._buffer = bytearray()
-        return [EndOfStream(clean)]
+        events: list[Event] = [EndOfStream(clean)]
+        if _trace.enabled:
+            _trace.received(self.label, events)
+        return events
 
     def fail(self, exc: WebSocketProtocolException) -> None:
         """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): queue a close frame with
@@ -487,7 +536,7 @@ class ClientProtocol:
         if self.state is ProtocolState.OPEN:
             reason = _truncate_utf8(exc.message, MAX_CONTROL_PAYLOAD - 2)
             self._outgoing.append(
-                encode_frame(_CLOSE, encode_close_payload(exc.close_code, reason))
+                self._frame(_CLOSE, encode_close_payload(exc.close_code, reason), "(failing)")
             )
             self.state = ProtocolState.CLOSING
 
@@ -530,7 +579,23 @@ class ClientProtocol:
             payload = deflate.compress(payload, True)
             compressed = True
         if fragment_size is None or len(payload) <= fragment_size:
-            return encode_frame(opcode, payload, rsv1=compressed)
+            frame = encode_frame(
+                opcode,
+                payload,
+                rsv1=compressed,
+                key=None if self.mask_key_source is None else self._source_key(),
+            )
+            if _trace.enabled:
+                _trace.frame(
+                    self.label,
+                    _trace.SENT,
+                    opcode,
+                    True,
+                    len(payload),
+                    data,
+                    note="deflated" if compressed else "",
+                )
+            return frame
         if fragment_size < 1:
             raise WebSocketConfigurationException(
                 f"fragment_size must be >= 1, not {fragment_size}"
@@ -538,15 +603,30 @@ class ClientProtocol:
         view = memoryview(payload)
         frames = []
         last = len(payload) - fragment_size
+        source = self.mask_key_source
         for offset in range(0, len(payload), fragment_size):
+            piece = view[offset : offset + fragment_size]
+            frame_opcode = opcode if offset == 0 else _CONT
             frames.append(
                 encode_frame(
-                    opcode if offset == 0 else _CONT,
-                    view[offset : offset + fragment_size],
+                    frame_opcode,
+                    piece,
                     fin=offset >= last,
                     rsv1=compressed and offset == 0,
+                    key=None if source is None else self._source_key(),
                 )
             )
+            if _trace.enabled:
+                shown = piece if not compressed else data if offset == 0 else None
+                _trace.frame(
+                    self.label,
+                    _trace.SENT,
+                    frame_opcode,
+                    offset >= last,
+                    len(piece),
+                    shown,
+                    note="deflated" if compressed else "",
+                )
         return b"".join(frames)
 
     def send_fragment(
@@ -575,10 +655,28 @@ class ClientProtocol:
         if self._tx_compressed:
             assert self.deflate is not None
             payload = self.deflate.compress(payload, fin)
+        compressed = self._tx_compressed
         if fin:
             self._tx_opcode = None
             self._tx_compressed = False
-        return encode_frame(frame_opcode, payload, fin=fin, rsv1=rsv1)
+        frame = encode_frame(
+            frame_opcode,
+            payload,
+            fin=fin,
+            rsv1=rsv1,
+            key=None if self.mask_key_source is None else self._source_key(),
+        )
+        if _trace.enabled:
+            _trace.frame(
+                self.label,
+                _trace.SENT,
+                frame_opcode,
+                fin,
+                len(payload),
+                data if compressed else payload,
+                note="deflated" if compressed else "",
+            )
+        return frame
 
     def send_ping(self, data: str | bytes | bytearray | memoryview = b"") -> bytes:
         """A ping frame; ``data`` is at most 125 bytes (RFC 6455 §5.5.2)."""
@@ -596,7 +694,7 @@ class ClientProtocol:
                 f"{Opcode(opcode).name.lower()} payload is {len(payload)} bytes; control frames "
                 "carry at most 125 (RFC 6455 §5.5)"
             )
-        return encode_frame(opcode, payload)
+        return self._frame(opcode, payload)
 
     def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
         """Start the closing handshake (RFC 6455 §7.1.2); ``b""`` if already started.
@@ -608,7 +706,60 @@ class ClientProtocol:
         if self.state is not ProtocolState.OPEN:
             return b""
         self.state = ProtocolState.CLOSING
-        return encode_frame(_CLOSE, payload)
+        return self._frame(_CLOSE, payload)
+
+    def _frame(self, opcode: int, payload: bytes, note: str = "") -> bytes:
+        """A whole unfragmented frame (control frames), traced; not for the hot path.
+
+        A ``note`` marks a reply the core queues on its own while parsing.  A failing
+        ``mask_key_source`` raises for a ping or pong the caller asked for, but not for
+        a close frame or such a reply: raising out of ``receive_data`` would lose the
+        events parsed so far, and a broken key source must not keep a connection from
+        closing.  That frame is masked with a random key and the failure logged.
+        """
+        key = None
+        if self.mask_key_source is not None:
+            if not note and opcode != _CLOSE:
+                key = self._source_key()
+            else:
+                try:
+                    key = self._source_key()
+                except Exception:
+                    logger.error(
+                        "%s: get_mask_key failed for a %s frame; it was masked with a "
+                        "random key instead",
+                        self.label or "connection",
+                        Opcode(opcode).name.lower(),
+                        exc_info=True,
+                    )
+        frame = encode_frame(opcode, payload, key=key)
+        if _trace.enabled:
+            if note and self._trace_replies is not None:
+                self._trace_replies.append((opcode, payload, note))  # after the events
+            else:
+                _trace.frame(
+                    self.label, _trace.SENT, opcode, True, len(payload), payload, note=note
+                )
+        return frame
+
+    def _source_key(self) -> bytes:
+        """The next masking key from ``mask_key_source``, checked (RFC 6455 §5.3)."""
+        source = self.mask_key_source
+        assert source is not None
+        returned: object = source(4)
+        key: bytes | None = None
+        if isinstance(returned, str):
+            with contextlib.suppress(UnicodeEncodeError):
+                key = returned.encode("latin-1")
+        elif isinstance(returned, bytes | bytearray | memoryview):
+            key = bytes(returned)
+        if key is not None and len(key) == 4:
+            return key
+        raise WebSocketConfigurationException(
+            f"get_mask_key returned {bounded_repr(returned)}; it must return exactly 4 bytes "
+            "(it is called with 4 for every frame)",
+            url=self.label,
+        )
 
 
 def _coerce_payload(

@@ -117,11 +117,13 @@ def encode_frame(
     fin: bool = True,
     rsv1: bool = False,
     mask: bool = True,
+    key: bytes | None = None,
 ) -> bytes:
     """Serialize one frame (RFC 6455 §5.2) with the shortest length encoding.
 
-    Client frames are masked with a fresh random key from :func:`mask_key` (§5.3); the
-    caller validates opcode/payload combinations (see ``ClientProtocol``).
+    Client frames are masked with ``key`` or else a fresh random key from
+    :func:`mask_key` (§5.3); the caller validates opcode/payload combinations (see
+    ``ClientProtocol``) and the key (4 bytes).
     """
     b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
     length = len(payload)
@@ -134,7 +136,8 @@ def encode_frame(
         header = _pack_long(b0, mask_bit | 127, length)
     if not mask:
         return header + payload
-    key = mask_key()
+    if key is None:
+        key = mask_key()
     return apply_mask(payload, key, header + key)
 
 

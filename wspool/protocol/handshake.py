@@ -39,6 +39,7 @@ from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketHandshakeException,
 )
+from wspool.protocol import trace as _trace
 from wspool.protocol.headers import (
     HeaderOption,
     check_header,
@@ -553,6 +554,9 @@ class ClientHandshake:
     raises :class:`WebSocketHandshakeException` and leaves the state ``FAILED``.  Once
     the state is terminal, feeding more data is a driver bug and raises
     :class:`RuntimeError`.  ``max_size`` goes to permessage-deflate negotiation.
+    ``label`` (the connection's URL without credentials) names the connection in
+    the protocol trace (:mod:`wspool.protocol.trace`), which shows the request and response
+    heads with credentials redacted.
     """
 
     def __init__(
@@ -563,12 +567,14 @@ class ClientHandshake:
         body_limit: int = BODY_EXCERPT_LIMIT,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_headers: int = DEFAULT_MAX_HEADERS,
+        label: str | None = None,
     ) -> None:
         if isinstance(body_limit, bool) or not isinstance(body_limit, int) or body_limit < 0:
             raise WebSocketConfigurationException(
                 f"body_limit must be a number of bytes >= 0, not {body_limit!r}"
             )
         self.request = request
+        self.label = label
         self.state = HandshakeState.CONNECTING
         self.max_size = max_size
         self.body_limit = body_limit
@@ -592,7 +598,10 @@ class ClientHandshake:
         if self._sent:
             return b""
         self._sent = True
-        return self.request.to_bytes()
+        data = self.request.to_bytes()
+        if _trace.enabled:
+            _trace.request_head(self.label or self.request.get("Host"), data)
+        return data
 
     def receive_data(self, data: bytes) -> HandshakeEvent | None:
         """Consume bytes from the server (``b""``: it closed the connection).
@@ -631,6 +640,14 @@ class ClientHandshake:
         if response is None:
             return None
         self._response = response
+        if _trace.enabled:
+            status_line = f"{response.http_version} {response.status} {response.reason}"
+            _trace.http_head(
+                self.label or self.request.get("Host"),
+                _trace.RECEIVED,
+                status_line.rstrip(),
+                response.headers,
+            )
         if response.status == 101:
             try:
                 result = validate_response(self.request, response, max_size=self.max_size)

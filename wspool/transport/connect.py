@@ -43,7 +43,7 @@ from wspool.transport.dial import (
     wrap_tls,
 )
 
-__all__ = ["Deadline", "open_socket"]
+__all__ = ["Deadline", "open_socket", "use_socket"]
 
 
 class Deadline:
@@ -75,6 +75,21 @@ def open_socket(plan: DialPlan, deadline: Deadline) -> socket.socket:
         if plan.proxy is not None:
             _tunnel(sock, route, deadline)
         if plan.url.secure:
+            sock = _handshake_tls(plan, sock, deadline)
+        sock.settimeout(deadline.timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def use_socket(plan: DialPlan, sock: socket.socket, deadline: Deadline) -> socket.socket:
+    """The caller's connected socket (the ``socket`` option) made ready for the
+    handshake: TLS-wrapped for ``wss://`` unless it is already an :class:`ssl.SSLSocket`.
+    No proxy and no socket options apply: the caller chose where it leads.  On error
+    the socket is closed, as a dialled one would be."""
+    try:
+        if plan.url.secure and not isinstance(sock, ssl.SSLSocket):
             sock = _handshake_tls(plan, sock, deadline)
         sock.settimeout(deadline.timeout)
     except BaseException:

@@ -36,6 +36,7 @@ from typing import Final, Literal, Protocol, TypeAlias, cast, get_args
 from urllib.parse import unquote, urlsplit
 
 from wspool.exceptions import WebSocketConfigurationException, WebSocketProxyException
+from wspool.protocol import trace as _trace
 from wspool.protocol.http import ResponseHeadParser
 from wspool.transport.url import WebSocketURL, format_host
 
@@ -371,6 +372,9 @@ class HttpConnectHandshake:
     After a 2xx answer ``done`` is true and ``status_code``/``headers`` describe it;
     any other answer, a malformed or oversized reply, or the proxy closing the
     connection first raises :class:`~wspool.exceptions.WebSocketProxyException`.
+    ``url`` (the connection's URL without credentials) also names the connection in
+    the protocol trace (:mod:`wspool.protocol.trace`), which shows the request and the reply
+    with ``Proxy-Authorization`` redacted.
     """
 
     def __init__(
@@ -412,7 +416,10 @@ class HttpConnectHandshake:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
     def initial_bytes(self) -> bytes:
-        return self.request_bytes()
+        data = self.request_bytes()
+        if _trace.enabled:
+            _trace.request_head(self.url, data, via=self.proxy_name)
+        return data
 
     def receive(self, data: bytes) -> bytes:
         self.feed(data)
@@ -430,6 +437,15 @@ class HttpConnectHandshake:
             raise
         if response is None:
             return False
+        if _trace.enabled:
+            status_line = f"{response.http_version} {response.status} {response.reason}"
+            _trace.http_head(
+                self.url,
+                _trace.RECEIVED,
+                status_line.rstrip(),
+                response.headers,
+                via=self.proxy_name,
+            )
         self.status_code = response.status
         self.reason = response.reason.strip()
         self.headers = response.headers

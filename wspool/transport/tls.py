@@ -3,9 +3,11 @@
 Secure by default: with no options the context comes from
 :func:`ssl.create_default_context`, so certificates and host names are verified
 against the system trust store.  That store is OpenSSL's default verify paths, which
-honour the ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` environment variables; wspool adds
-no environment handling of its own.  Passing ``ca_certs`` or ``ca_cert_path`` replaces
-the system store with the given certificates.
+honour the ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` environment variables.  Passing
+``ca_certs`` or ``ca_cert_path`` replaces the system store with the given certificates.
+As in websocket-client, the ``WEBSOCKET_CLIENT_CA_BUNDLE`` environment variable (read
+at each connect) names a CA file (used as ``ca_certs``) or a hashed CA directory (used
+as ``ca_cert_path``) when ``sslopt`` names neither; a ready ``context`` ignores it.
 
 Recognised ``sslopt`` keys (the websocket-client names):
 
@@ -163,6 +165,7 @@ def shared_ssl_context(
     ready ``context`` is returned as it is)."""
     if context is not None or (sslopt and "context" in sslopt):
         return build_ssl_context(sslopt, context, url=url)
+    sslopt = _with_env_bundle(sslopt)
     key = None if not sslopt else tuple(sorted((k, repr(v)) for k, v in sslopt.items()))
     with _shared_contexts_lock:
         shared = _shared_contexts.get(key)
@@ -173,6 +176,27 @@ def shared_ssl_context(
         while len(_shared_contexts) > _SHARED_CONTEXTS_MAX:
             _shared_contexts.popitem(last=False)
         return shared
+
+
+#: websocket-client's environment variable for a CA file or directory.
+CA_BUNDLE_ENV: Final = "WEBSOCKET_CLIENT_CA_BUNDLE"
+
+
+def _with_env_bundle(sslopt: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``sslopt`` with ``WEBSOCKET_CLIENT_CA_BUNDLE`` applied where it gives no CA."""
+    path = os.environ.get(CA_BUNDLE_ENV)
+    if not path:
+        return sslopt
+    options = dict(sslopt or {})
+    if options.get("ca_certs") is not None or options.get("ca_cert_path") is not None:
+        return sslopt  # the caller's own CA choice is the whole trust store
+    if os.path.isfile(path):
+        options["ca_certs"] = path
+    elif os.path.isdir(path):
+        options["ca_cert_path"] = path
+    else:
+        return sslopt  # a path that does not exist is ignored, as in websocket-client
+    return options
 
 
 def server_hostname_for(host: str, sslopt: Mapping[str, Any] | None) -> str | None:
