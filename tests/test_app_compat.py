@@ -454,6 +454,46 @@ def test_three_apps_on_one_dispatcher_end_the_loop_when_all_have_closed(
     assert len(events.of("close")) == 4
 
 
+def test_closing_the_pool_while_the_app_waits_to_reconnect_ends_the_loop(
+    loop: Any, ws_server: WSServerFactory, no_fd_leaks: None
+) -> None:
+    """The app's own Pool closed while the app waits out a reconnect delay: the
+    connection ends with no callback of its own, and the dispatcher is still told
+    (Connection.add_done_callback): on_close runs on its thread, the loop ends."""
+    server = ws_server(lambda conn: conn.close(1011, "go away"))
+    events = Events()
+    main = threading.current_thread()
+    own = Pool(workers=1, name="closed-under-the-app")
+    try:
+
+        def on_close(ws: WebSocketApp, code: Any, reason: Any) -> None:
+            events.add("close", code, threading.current_thread())
+
+        app = recording_app(server.url, events, pool=own, on_close=on_close)
+        assert app.run_forever(dispatcher=loop, reconnect=600) is False
+        assert wait_until(
+            lambda: (
+                app.sock is not None
+                and app.sock.connection.state is wspool.ConnectionState.RECONNECTING
+            )
+        )
+        closer = threading.Timer(0.1, own.close)
+        closer.start()
+        watchdog = threading.Timer(WAIT, loop.abort)
+        watchdog.start()
+        started = time.monotonic()
+        try:
+            loop.dispatch()
+        finally:
+            watchdog.cancel()
+            closer.join()
+        assert time.monotonic() - started < WAIT, "the loop did not end with the app"
+        assert [thread for _, thread in events.of("close")] == [main]
+        assert app.keep_running is False
+    finally:
+        own.close()
+
+
 def test_readme_flow_reconnects_and_ctrl_c_ends_the_dispatcher(
     loop: Any, pool: Pool, ws_server: WSServerFactory, no_fd_leaks: None
 ) -> None:

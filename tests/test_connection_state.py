@@ -189,3 +189,64 @@ def test_pool_without_timeout_keeps_a_slow_reader(ws_server: WSServerFactory, po
         conn.send(b"y" * (1 << 20))
     rec.wait_closed()
     assert rec.messages() == ["done"] and rec.errors() == []
+
+
+# ------------------------------------------------------------ add_done_callback
+
+
+def test_done_callback_runs_once_when_the_connection_ends(
+    ws_server: WSServerFactory, pool: Pool
+) -> None:
+    """Once per connection, when it is CLOSED for good: not between reconnects; at
+    once when added to a connection that has already ended."""
+    server = ws_server(close_at_once)
+    rec = CallbackRecorder()
+    done: list[tuple[ConnectionState, str]] = []
+    conn = pool.connect(server.url, reconnect=LONG_BACKOFF, **rec.callbacks())
+    conn.add_done_callback(lambda c: done.append((c.state, threading.current_thread().name)))
+    rec.wait_closed()
+    assert wait_until(lambda: conn.state is ConnectionState.RECONNECTING)
+    assert done == []  # a reconnect is coming: not done
+    conn.close()
+    assert conn.wait_closed(5.0)
+    assert wait_until(lambda: len(done) == 1)
+    assert [state for state, _ in done] == [ConnectionState.CLOSED]
+    late: list[wspool.Connection] = []
+    conn.add_done_callback(late.append)
+    assert late == [conn]
+
+
+def test_done_callback_when_the_pool_closes(ws_server: WSServerFactory) -> None:
+    """Closing the pool ends its connections, also one waiting to reconnect."""
+    server = ws_server(close_at_once)
+    rec = CallbackRecorder()
+    done = threading.Event()
+    with Pool(workers=1) as own:
+        conn = own.connect(server.url, reconnect=LONG_BACKOFF, **rec.callbacks())
+        conn.add_done_callback(lambda c: done.set())
+        rec.wait_closed()
+        assert wait_until(lambda: conn.state is ConnectionState.RECONNECTING)
+    assert done.wait(5.0)
+
+
+def test_done_callback_error_is_logged(
+    ws_server: WSServerFactory, pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = ws_server()
+    rec = CallbackRecorder()
+    conn = pool.connect(server.url, **rec.callbacks())
+    rec.wait_open()
+
+    def broken(_conn: wspool.Connection) -> None:
+        raise RuntimeError("boom")
+
+    after: list[wspool.Connection] = []
+    conn.add_done_callback(broken)
+    conn.add_done_callback(after.append)
+    with caplog.at_level(logging.ERROR, logger="wspool"):
+        conn.close()
+        assert conn.wait_closed(5.0)
+        # Done callbacks run on the dispatcher right after the end, not before
+        # wait_closed returns.
+        assert wait_until(lambda: after == [conn]), "a failing one must not stop the next"
+    assert any("done callback" in r.getMessage() and r.exc_info for r in caplog.records)

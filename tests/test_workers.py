@@ -106,3 +106,16 @@ def test_an_exception_escaping_a_bare_task_is_logged_and_the_worker_goes_on(
         workers.shutdown(wait=True)
     assert after == [True]
     assert "escaped" in caplog.text
+
+
+def test_ensure_worker_starts_the_first_thread_once() -> None:
+    """The pool starts one worker with its first connection (from Python 3.12 no
+    thread starts at interpreter shutdown, when the last on_close still needs one)."""
+    workers = WorkerThreads(3)
+    try:
+        assert workers.threads == 0
+        workers.ensure_worker()
+        workers.ensure_worker()
+        assert workers.threads == 1
+    finally:
+        workers.shutdown(wait=True)

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from wspool.exceptions import (
     CallbackError,
-    DispatcherStoppedError,
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
     WebSocketException,
@@ -54,7 +53,7 @@ from wspool.pool.pool import Pool
 from wspool.protocol.frames import CloseCode, Opcode, encode_close_payload
 
 if TYPE_CHECKING:
-    from wspool.pool.dispatcher import TimerHandle
+    pass
 
 __all__ = [
     "SHARED_POOL_WORKERS",
@@ -78,9 +77,6 @@ _INTERRUPT_CLOSE_WAIT: Final = 5.0
 # Close codes that say "no close frame with a status arrived" (RFC 6455 §7.1.5);
 # websocket-client reports them as (None, None).
 _NO_STATUS: Final = frozenset({CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE})
-# With a dispatcher: how often the pool's dispatcher looks whether an app's connection
-# is over, besides being told after each of its last callbacks (see _Dispatched).
-_END_POLL: Final = 0.5
 # What websocket-client registers with a dispatcher: Ctrl-C.
 _SIGINT: Final = 2
 
@@ -133,11 +129,10 @@ class AppSocket:
     (messages go to the callbacks), ``pong`` and ``settimeout``.
     """
 
-    __slots__ = ("_run", "connection")
+    __slots__ = ("connection",)
 
-    def __init__(self, connection: Connection, run: _Run | None = None) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self._run = run
 
     @property
     def connected(self) -> bool:
@@ -176,19 +171,12 @@ class AppSocket:
     def close(self, status: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with a closing handshake; the app ends (no reconnect follows)."""
         self.connection.close(status, reason)
-        self._ended_by_user()
 
     def shutdown(self) -> None:
         """Drop the connection at once, without a closing handshake (websocket-client's
         ``WebSocket.shutdown``); the app ends, no reconnect follows, ``on_close`` gets
         ``(None, None)``."""
         self.connection.abort()
-        self._ended_by_user()
-
-    def _ended_by_user(self) -> None:
-        run = self._run
-        if run is not None and run.dispatched is not None:
-            run.dispatched.poke()
 
     def __repr__(self) -> str:
         return f"<wspool.AppSocket {self.connection!r}>"
@@ -226,7 +214,7 @@ class _Run:
         # comes first records the connection.
         if self.connection is None:
             self.connection = connection
-            self.socket = AppSocket(connection, self)
+            self.socket = AppSocket(connection)
 
     def callbacks(self) -> dict[str, Callback]:
         return {
@@ -292,17 +280,12 @@ class _Run:
         self.bind(connection)
         if self.finished:
             return
-        try:
-            if isinstance(error, CallbackError):
-                self.app._report_callback_error(error)
-                return
-            self.loss_error = True
-            self.app.has_errored = True
-            self.app._report(error)
-        finally:
-            # A failed reconnect attempt can be the end with no on_close after it.
-            if self.dispatched is not None:
-                self.dispatched.poke()
+        if isinstance(error, CallbackError):
+            self.app._report_callback_error(error)
+            return
+        self.loss_error = True
+        self.app.has_errored = True
+        self.app._report(error)
 
     def on_close(self, connection: Connection, code: int, reason: str) -> None:
         # Not forwarded: the app's on_close runs once, after the last of these.
@@ -311,8 +294,6 @@ class _Run:
         else:
             self.close_args = (code, reason)
         self.loss_error = False
-        if self.dispatched is not None:
-            self.dispatched.poke()
 
 
 @dataclass(slots=True)
@@ -396,21 +377,15 @@ class _Dispatched:
     ``dispatcher.read(reader, self.ready)`` registers one end of a socket pair: the
     registration keeps the dispatcher's loop alive (rel's loop ends when nothing is
     registered), and the other end gets a byte when the app's connection is over for
-    good.  :meth:`ready` then runs on the dispatcher's thread: the final ``on_close``,
-    the end of the run, the socket pair closed, and ``False`` so the dispatcher drops
-    the registration.
-
-    The pool has no "connection ended" callback, so :meth:`check` runs on the pool's
-    dispatcher thread after each of the app's last pool callbacks (``on_close``,
-    ``on_error``), after the app's own close/abort, and every ``_END_POLL`` seconds (a
-    close during a reconnect attempt ends with no callback at all).  On that thread the
-    state is settled: the pool moves a connection to CLOSED in the same loop step that
-    queued its last callback.  If the dispatcher dropped the registration without
-    calling it (``rel.abort()``: its handle's ``pending()`` is false), nobody would call
+    good (:meth:`Connection.add_done_callback`, on the thread that ended it).
+    :meth:`ready` then runs on the dispatcher's thread: the final ``on_close``, the
+    end of the run, the socket pair closed, and ``False`` so the dispatcher drops the
+    registration.  If the dispatcher dropped the registration without calling it
+    (``rel.abort()``: its handle's ``pending()`` is false), nobody would call
     :meth:`ready`, so the end runs on a pool worker instead.
 
-    Threads: ``_signalled`` and ``_timer`` belong to the pool's dispatcher; ``_lock``
-    orders the writer's use there against :meth:`cancel`, and makes the end run once.
+    ``_lock`` orders the end (:meth:`ended`) against :meth:`cancel`, and makes
+    :meth:`finish` run once.
     """
 
     def __init__(self, run: _Run, dispatcher: Any, pool: Pool) -> None:
@@ -423,38 +398,18 @@ class _Dispatched:
         self._signalled = False
         self._cancelled = False
         self._done = False
-        self._timer: TimerHandle | None = None
 
-    def register(self) -> None:
+    def register(self, connection: Connection) -> None:
         """Register with the user's dispatcher (run_forever's thread)."""
         self.handle = self.dispatcher.read(self.reader, self.ready)
-        self.poke()
+        connection.add_done_callback(self.ended)
 
-    def poke(self) -> None:
-        """Have the pool's dispatcher look whether the run is over (any thread)."""
-        try:
-            self.pool.dispatcher.call_soon(self.check)
-        except DispatcherStoppedError:
-            # The pool is closed, so its connections are over; nothing else uses the
-            # writer or the timer any more.
-            self.check()
-
-    def check(self) -> None:
-        if self._signalled or self._cancelled:
-            return
-        connection = self.run.connection
-        if connection is None or connection.state is not ConnectionState.CLOSED:
-            if self._timer is None:
-                with contextlib.suppress(RuntimeError):  # stopped, or not its thread
-                    self._timer = self.pool.dispatcher.call_later(_END_POLL, self._poll)
-            return
-        self._signalled = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def ended(self, _connection: Connection) -> None:
+        """The connection is over for good (the thread that ended it; must not block)."""
         with self._lock:
-            if self._cancelled:
+            if self._cancelled or self._signalled:
                 return
+            self._signalled = True
             with contextlib.suppress(OSError):
                 self.writer.send(b"\0")
             self.writer.close()
@@ -463,10 +418,6 @@ class _Dispatched:
                 self.pool.executor.submit(self.finish)
             except RuntimeError:  # the executor was shut down: no callback can run
                 self.finish(call_on_close=False)
-
-    def _poll(self) -> None:
-        self._timer = None
-        self.check()
 
     def _dropped(self) -> bool:
         pending = getattr(self.handle, "pending", None)
@@ -711,8 +662,6 @@ class WebSocketApp:
             connection = run.connection
         if connection is not None:
             connection.close(status, reason)
-            if run.dispatched is not None:
-                run.dispatched.poke()
 
     # ------------------------------------------------------------------ running
 
@@ -851,8 +800,8 @@ class WebSocketApp:
             _leases.acquire(dispatcher, self.url)
             leased = True
             run.dispatched = _Dispatched(run, dispatcher, pool)
-            self._start(run, pool, connect_options)
-            run.dispatched.register()
+            connection = self._start(run, pool, connect_options)
+            run.dispatched.register(connection)
         except BaseException:
             run.finished = True
             if run.dispatched is not None:

@@ -176,6 +176,8 @@ class Connection:
         self._attempt = 0  # consecutive failed attempts, for the backoff (dispatcher only)
         self._opens = 0  # sessions that opened (dispatcher only)
         self._current: str | None = None  # see _deliver (the worker only)
+        # add_done_callback(): run once by _end, outside _lock (guarded by it).
+        self._done_callbacks: list[Callable[[Connection], object]] = []
         self._queue = DeliveryQueue(
             owner.executor,
             self._deliver,
@@ -321,6 +323,29 @@ class Connection:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self._queue.join(remaining)
 
+    def add_done_callback(self, fn: Callable[[Connection], object]) -> None:
+        """Call ``fn(connection)`` once the connection has ended for good (its state is
+        CLOSED, no reconnect follows), or at once if it already has.
+
+        It runs on the thread that ended the connection (usually the pool's
+        dispatcher), so it must be quick and must not block; the connection's last
+        callbacks (``on_close``) may still be running on a worker (call
+        :meth:`wait_closed` from elsewhere to wait for them), and ``wait_closed`` may
+        return just before it runs.  An exception it raises is logged on the
+        ``wspool`` logger.
+        """
+        with self._lock:
+            if self._state is not ConnectionState.CLOSED:
+                self._done_callbacks.append(fn)
+                return
+        self._run_done_callback(fn)
+
+    def _run_done_callback(self, fn: Callable[[Connection], object]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            logger.exception("a done callback of %s raised", self.url)
+
     def drain(self, timeout: float | None = None) -> bool:
         """Block until every queued callback has run (the pool's close uses it)."""
         return self._queue.join(timeout)
@@ -434,11 +459,14 @@ class Connection:
                 return
             self._transition("ended")
             self._session = None
+            done, self._done_callbacks = self._done_callbacks, []
         if self._opens == 0:
             # Never opened: on_close still ends the story, once.
             self._queue.put(_Closed(code, reason))
         self._queue.close()
         self._owner.connection_ended(self)
+        for fn in done:
+            self._run_done_callback(fn)
 
     # ------------------------------------------------------------ backpressure
 

@@ -81,6 +81,8 @@ class Pool:
             raise WebSocketConfigurationException("this pool is closed: create a new one")
         checked = pool_options(url, options)
         Opening(checked.connect).check_request()
+        if isinstance(self.executor, WorkerThreads):
+            self.executor.ensure_worker()
         connection = Connection(self, checked, label=label)
         with self._lock:
             self._connections.append(connection)

@@ -109,6 +109,16 @@ class WorkerThreads(Executor):
         for task in kept:
             self._queue.put(task)
 
+    def ensure_worker(self) -> None:
+        """Start the first thread now if none runs yet.
+
+        The pool calls it when it gets its first connection: from Python 3.12 no
+        thread can start once the interpreter is shutting down, and the pool's exit
+        hook still needs a worker for the last ``on_close`` callbacks.
+        """
+        if not self._threads:
+            self._start_thread()
+
     def _start_thread(self) -> None:
         with self._lock:
             if self._shutdown or len(self._threads) >= self._max_workers:
@@ -117,7 +127,17 @@ class WorkerThreads(Executor):
                 target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=False
             )
             self._threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:
+            # "can't create new thread at interpreter shutdown" (3.12+): the threads
+            # already running take the task; with none, the caller hears of it.
+            with self._lock:
+                self._threads.remove(thread)
+                alone = not self._threads
+            if alone:
+                raise
+            logger.debug("no new worker thread at interpreter shutdown: %s", self._prefix)
 
     def _work(self) -> None:
         get = self._queue.get
