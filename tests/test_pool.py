@@ -199,8 +199,10 @@ def test_missing_pong_is_detected_and_reported(pool: Pool, ws_server: WSServerFa
 def test_pong_measures_round_trip_time(pool: Pool, ws_server: WSServerFactory) -> None:
     server = ws_server()
     rec = CallbackRecorder()
+    before = time.time()
     conn = pool.connect(server.url, label="r", ping_interval=0.05, **rec.callbacks())
     rec.wait_open()
+    assert conn.stats.last_ping_at is None or conn.stats.last_ping_at >= before
 
     def rtt_measured() -> bool:
         if conn.stats.last_rtt is not None:
@@ -210,6 +212,8 @@ def test_pong_measures_round_trip_time(pool: Pool, ws_server: WSServerFactory) -
 
     wait_until(rtt_measured, timeout=5, interval=0.02)
     assert conn.stats.last_rtt is not None and conn.stats.last_rtt >= 0
+    sent = conn.stats.last_ping_at  # time.time() of the last keepalive ping
+    assert sent is not None and before <= sent <= time.time()
 
 
 def test_callback_exception_reaches_on_error_and_delivery_goes_on(

@@ -206,8 +206,9 @@ class _Run:
         self.loss_error = False
         # on_reconnect ran for this open, so on_open must not.
         self.open_handled = False
-        # The keepalive round trip last used for last_ping_tm (see on_pong).
-        self.seen_rtt: float | None = None
+        # time.time() when the current connection opened: keepalive pings sent before
+        # belong to an earlier one (see WebSocketApp.last_ping_tm).
+        self.opened_at = 0.0
 
     def bind(self, connection: Connection) -> None:
         # Callbacks may run before pool.connect() returns in run_forever: whichever
@@ -239,7 +240,8 @@ class _Run:
         self.bind(connection)
         self.loss_error = False
         if not self.finished:  # websocket-client restarts its ping clock per connection
-            self.app.last_ping_tm = self.app.last_pong_tm = 0.0
+            self.opened_at = time.time()
+            self.app.last_pong_tm = 0.0
 
     def on_reconnect(self, connection: Connection) -> None:
         self._opened(connection)
@@ -265,15 +267,7 @@ class _Run:
 
     def on_pong(self, connection: Connection, data: bytes) -> None:
         if not self.finished:
-            # The pool keeps no time of its keepalive pings; the round trip of the last
-            # answered one gives it back.  A pong to a ping sent with ws.sock.ping()
-            # leaves the round trip unchanged, and last_ping_tm with it.
-            now = time.time()
-            self.app.last_pong_tm = now
-            rtt = connection.stats.last_rtt
-            if rtt is not None and rtt != self.seen_rtt:
-                self.seen_rtt = rtt
-                self.app.last_ping_tm = now - rtt
+            self.app.last_pong_tm = time.time()
         self._call(self.app.on_pong, data)
 
     def on_error(self, connection: Connection, error: BaseException) -> None:
@@ -563,9 +557,8 @@ class WebSocketApp:
         self.ping_interval: float = 0
         self.ping_timeout: float | None = None
         self.ping_payload: str | bytes = ""
-        #: time.time() of the last answered keepalive ping and of the last pong
-        #: (0.0 before the first, and again after a reconnect and at the end).
-        self.last_ping_tm = 0.0
+        #: time.time() of the last pong (0.0 before the first, and again after a
+        #: reconnect and at the end); last_ping_tm is the same for keepalive pings.
         self.last_pong_tm = 0.0
         self._pool = pool
         self._lock = threading.Lock()  # guards _run, _keep_running and close requests
@@ -613,6 +606,15 @@ class WebSocketApp:
     def keep_running(self, value: bool) -> None:
         if not value:
             self.close()
+
+    @property
+    def last_ping_tm(self) -> float:
+        """``time.time()`` of the last keepalive ping sent on the current connection
+        (0.0 before the first, after a reconnect and when the app is not running)."""
+        run = self._run
+        connection = None if run is None or run.finished else run.connection
+        sent = None if connection is None else connection.stats.last_ping_at
+        return sent if sent is not None and run is not None and sent >= run.opened_at else 0.0
 
     def ready(self) -> bool:
         """True while the connection is open (websocket-client's ``ready()``)."""
@@ -771,7 +773,7 @@ class WebSocketApp:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.ping_payload = ping_payload
-        self.last_ping_tm = self.last_pong_tm = 0.0
+        self.last_pong_tm = 0.0
         connect_options["reconnect"] = policy
         if dispatcher is None:
             try:
@@ -850,7 +852,7 @@ class WebSocketApp:
             if self._run is run:
                 self._run = None
                 self._keep_running = False
-                self.last_ping_tm = self.last_pong_tm = 0.0
+                self.last_pong_tm = 0.0
 
     # ------------------------------------------------------------------- errors
 

@@ -118,8 +118,8 @@ class ConnectionOwner(Protocol):
 class ConnectionStats:
     """Counters kept as the connection runs.
 
-    ``messages_in``, ``bytes_in``, ``reconnects``, ``last_rtt``, ``last_message_at``
-    and ``opened_at`` are written by the dispatcher only; ``messages_out`` and
+    ``messages_in``, ``bytes_in``, ``reconnects``, ``last_rtt``, ``last_message_at``,
+    ``last_ping_at`` and ``opened_at`` are written by the dispatcher only; ``messages_out`` and
     ``bytes_out`` by sending threads, under the session's ``send_lock``.
     """
 
@@ -130,6 +130,7 @@ class ConnectionStats:
     reconnects: int = 0
     last_rtt: float | None = None
     last_message_at: float | None = None  # time.time() of the last received message
+    last_ping_at: float | None = None  # time.time() of the last keepalive ping sent
     opened_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:

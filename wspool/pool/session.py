@@ -725,6 +725,7 @@ class Session:
         except WebSocketException:
             return
         self._ping_sent_at = time.monotonic()
+        self.stats.last_ping_at = time.time()
         if options.ping_timeout:
             self._timer("pong", options.ping_timeout, self._pong_timed_out)
         self._timer("ping", options.ping_interval, self._send_keepalive_ping)
