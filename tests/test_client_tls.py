@@ -7,7 +7,10 @@ issues another one.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +23,9 @@ from wsserver import ServerConnection, WSServer
 import wspool
 from wspool import (
     WebSocketConfigurationException,
+    WebSocketConnectionClosedException,
     WebSocketException,
+    WebSocketTimeoutException,
     WebSocketTLSException,
 )
 
@@ -222,3 +227,76 @@ def test_unknown_sslopt_key_is_refused(
     with pytest.raises(WebSocketConfigurationException) as info:
         wspool.connect(server.url, sslopt={"ca_cert": "typo"})
     assert "ca_cert" in str(info.value)
+
+
+# ------------------------------------------- one SSLSocket, a reader and senders
+
+
+def test_tls_reader_and_senders_at_once(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, ca_file: str
+) -> None:
+    """One thread waits in recv() while others send on the same wss:// connection:
+    OpenSSL is entered by one thread at a time (the reader waits outside the lock),
+    so the senders are never blocked by the waiting reader and nothing is corrupted."""
+    server = ws_server(ssl_context=tls_server_ctx)  # the echo handler
+    ws = wspool.connect(server.url, sslopt={"ca_certs": ca_file}, timeout=10)
+    received: list[str | bytes] = []
+
+    def reader() -> None:
+        for _ in range(4 * 300):
+            received.append(ws.recv())
+
+    reading = threading.Thread(target=reader)
+    reading.start()
+
+    def sender(n: int) -> None:
+        for i in range(300):
+            ws.send(f"{n}:{i}:" + "x" * (i % 97))
+
+    senders = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(20)
+    reading.join(20)
+    assert not reading.is_alive()
+    ws.close()
+    assert len(received) == 1200
+    for n in range(4):
+        mine = [m for m in received if isinstance(m, str) and m.startswith(f"{n}:")]
+        assert [int(m.split(":")[1]) for m in mine] == list(range(300))  # in order
+
+
+def test_tls_recv_timeout_and_abort_from_another_thread(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, ca_file: str
+) -> None:
+    """The read timeout holds on a TLS connection (its socket is non-blocking
+    underneath), and abort() wakes a reader that waits without a timeout."""
+
+    def silent(conn: ServerConnection) -> None:
+        with contextlib.suppress(Exception):
+            conn.recv_message(10)
+
+    server = ws_server(silent, ssl_context=tls_server_ctx)
+    ws = wspool.connect(server.url, sslopt={"ca_certs": ca_file}, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(WebSocketTimeoutException):
+        ws.recv()
+    assert 0.25 <= time.monotonic() - started < 2
+    assert ws.gettimeout() == 0.3
+    ws.settimeout(None)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            ws.recv()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.2)
+    ws.abort()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], WebSocketConnectionClosedException)

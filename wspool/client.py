@@ -60,6 +60,7 @@ from wspool.protocol.handshake import (
 )
 from wspool.transport.connect import Deadline, open_socket, use_socket
 from wspool.transport.dial import DialPlan, tls_error
+from wspool.transport.stream import SocketStream
 from wspool.transport.url import WebSocketURL
 
 __all__ = ["WebSocket", "connect", "create_connection"]
@@ -130,6 +131,8 @@ class WebSocket:
         self.fire_cont_frame = fire_cont_frame
         self.close_timeout = 3.0
         self._proto: ClientProtocol | None = None
+        # The socket's reads and writes (TLS calls serialized): set with sock.
+        self._stream: SocketStream | None = None
         self._events: deque[Event] = deque()
         # Frames that arrived in the same read as the handshake response.  They are fed
         # to the core by the first read, once it has chosen messages or frame events.
@@ -172,6 +175,7 @@ class WebSocket:
             self._events.clear()
             self._leftover = accepted.leftover
             self._proto = protocol
+            self._stream = SocketStream(sock, checked.timeout)
             self.sock = sock
 
     # ---------------------------------------------------------------- properties
@@ -213,8 +217,9 @@ class WebSocket:
 
     def gettimeout(self) -> float | None:
         """The timeout of each blocking read and write, in seconds (``None``: none)."""
-        if self.sock is not None:
-            return self.sock.gettimeout()
+        stream = self._stream
+        if self.sock is not None and stream is not None:
+            return stream.timeout
         timeout = self._defaults.get("timeout")
         return None if timeout is None else float(timeout)
 
@@ -222,8 +227,9 @@ class WebSocket:
         """Timeout in seconds for each blocking read and write (``None``: wait forever);
         before :meth:`connect`, also the default of its ``timeout`` option."""
         self._defaults["timeout"] = timeout
-        if self.sock is not None:
-            self.sock.settimeout(timeout)
+        stream = self._stream
+        if self.sock is not None and stream is not None:
+            stream.settimeout(timeout)
 
     timeout = property(gettimeout, settimeout)
 
@@ -319,9 +325,11 @@ class WebSocket:
 
     def _sendall(self, data: bytes) -> None:
         """Write under ``_write_lock``; socket errors become wspool exceptions."""
-        sock = self._socket()
+        self._socket()
+        stream = self._stream
+        assert stream is not None
         try:
-            sock.sendall(data)
+            stream.sendall(data)
         except (TimeoutError, BlockingIOError) as exc:
             # Part of the frame may be out, and the core's state (compression context,
             # fragmentation) has moved on: the stream cannot be resumed.
@@ -363,19 +371,22 @@ class WebSocket:
         with self._proto_lock:
             self._events.extend(self._protocol().receive_data(data))
 
-    def _next_event(self) -> Event:
-        """The next event, reading from the socket as needed; caller holds ``_read_lock``."""
+    def _next_event(self, timeout: float | bool | None = False) -> Event:
+        """The next event, reading from the socket as needed; caller holds ``_read_lock``.
+        ``timeout`` overrides the read timeout (``False``: the connection's)."""
         while not self._events:
             if self._leftover:
                 data, self._leftover = self._leftover, b""
                 self._feed(data)
                 continue
-            sock = self._socket()
+            self._socket()
+            stream = self._stream
+            assert stream is not None
             try:
-                data = sock.recv(_RECV_SIZE)
+                data = stream.recv(_RECV_SIZE, timeout)
             except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: timeout 0
                 raise WebSocketTimeoutException("timed out waiting for data", url=self.url) from exc
-            except OSError:
+            except (OSError, ValueError):  # ValueError: closed by abort() meanwhile
                 data = b""  # reset or aborted: the same as the stream ending
             self._feed(data)
         event = self._events.popleft()
@@ -573,8 +584,7 @@ class WebSocket:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self.sock.settimeout(remaining)
-            event = self._next_event()
+            event = self._next_event(remaining)
             if isinstance(event, EndOfStream):
                 return
 
