@@ -24,6 +24,7 @@ __all__ = [
     "TITLE",
     "CaseResult",
     "Summary",
+    "doc_verdict",
     "load_results",
     "render_markdown",
     "summarize",
@@ -177,16 +178,44 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+_TARGET_LINE = re.compile(r"^- \*\*Target\*\* \([^)]*\): (?P<verdict>.+)$", re.M)
+_FIELD_LINE = r"^- \*\*{}\*\*: (?P<value>.+)$"
+
+
+def doc_verdict(path: Path) -> str | None:
+    """What a report document written by :func:`render_markdown` says of its run:
+    "met (2026-12-02 02:20 UTC, 517 cases)", or None without such a document."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    target = _TARGET_LINE.search(text)
+    if target is None:
+        return None
+    facts = []
+    date = re.search(_FIELD_LINE.format("Date"), text, re.M)
+    if date:
+        facts.append(date["value"])
+    wall = re.search(_FIELD_LINE.format("Wall time"), text, re.M)
+    count = re.search(r"for (\d+) cases", wall["value"]) if wall else None
+    if count:
+        facts.append(f"{count[1]} cases")
+    return target["verdict"] + (f" ({', '.join(facts)})" if facts else "")
+
+
 def render_markdown(
     summary: Summary,
     metadata: Mapping[str, str],
     client_notes: Mapping[str, str],
     *,
     title: str = TITLE,
+    other_runs: Mapping[str, str] | None = None,
 ) -> str:
     """The docs/compliance.md page: run facts, counts, and every case that misses the target.
 
     ``client_notes`` maps case ids to how the client saw the case end (its exception, ...).
+    ``other_runs`` maps a label (another front end) to a Markdown line about its own run
+    (a link and its verdict), so each front end's document shows both results.
     """
     out: list[str] = [f"# {title}", ""]
     out.append(
@@ -195,8 +224,9 @@ def render_markdown(
     out.append("")
     out += [f"- **{key}**: {value}" for key, value in metadata.items()]
     verdict = "met" if summary.passed else f"**not met** ({len(summary.failing)} cases)"
+    out.append(f"- **Target** (every case OK or INFORMATIONAL, close behavior too): {verdict}")
+    out += [f"- **{label}**: {line}" for label, line in (other_runs or {}).items()]
     out += [
-        f"- **Target** (every case OK or INFORMATIONAL, close behavior too): {verdict}",
         "",
         "## Results",
         "",

@@ -177,6 +177,26 @@ def default_doc(client: str, full_run: bool) -> Path:
     return folder / f"compliance{suffix}.md"
 
 
+#: Full runs of one front end name the other front end's document and its verdict, so
+#: either page shows both results (client -> (label, the other client's doc name)).
+OTHER_FRONT_END = {
+    "wspool": ("The Pool's run", "compliance-wspool-pool.md"),
+    "wspool-pool": ("The blocking client's run", "compliance.md"),
+}
+
+
+def other_runs(client: str, doc_path: Path) -> dict[str, str]:
+    """The ``other_runs`` lines of ``client``'s report (only for the docs/ documents:
+    the links are relative to them)."""
+    other = OTHER_FRONT_END.get(client)
+    if other is None or doc_path.parent != REPO_ROOT / "docs":
+        return {}
+    label, name = other
+    verdict = report.doc_verdict(doc_path.parent / name)
+    target = "" if verdict is None else f", target {verdict}"
+    return {label: f"[{name}]({name}){target}"}
+
+
 def _split_patterns(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -233,7 +253,11 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     }
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     title = report.TITLE + ("" if args.client == DEFAULT_CLIENT else f": {client.agent}")
-    doc_path.write_text(report.render_markdown(summary, metadata, notes, title=title))
+    doc_path.write_text(
+        report.render_markdown(
+            summary, metadata, notes, title=title, other_runs=other_runs(args.client, doc_path)
+        )
+    )
     if args.json:
         payload = {"metadata": metadata, "summary": summary.as_json(), "client_notes": notes}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

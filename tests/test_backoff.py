@@ -283,3 +283,10 @@ def test_a_negative_delay_is_refused(value: float) -> None:
 def test_a_nan_delay_is_refused() -> None:
     with pytest.raises(WebSocketConfigurationException, match="nan"):
         coerce_reconnect(NAN)
+
+
+def test_retry_tls_errors_is_a_flag() -> None:
+    assert ReconnectPolicy().retry_tls_errors is False
+    assert ReconnectPolicy(retry_tls_errors=True).retry_tls_errors is True
+    with pytest.raises(WebSocketConfigurationException, match="retry_tls_errors"):
+        ReconnectPolicy(retry_tls_errors="yes")  # type: ignore[arg-type]

@@ -446,6 +446,30 @@ def test_markdown_title_names_the_client(tmp_path: Path) -> None:
     assert titled.startswith("# Autobahn testsuite compliance: wspool-pool\n")
 
 
+def test_each_front_ends_document_shows_the_others_verdict(tmp_path: Path) -> None:
+    import run
+
+    _write_reports(tmp_path)
+    summary = report.summarize(report.load_results(tmp_path, "wspool"))
+    metadata = {"Date": "2026-12-02 02:20 UTC", "Wall time": "660 s for 517 cases"}
+    pool_doc = tmp_path / "compliance-wspool-pool.md"
+    pool_doc.write_text(report.render_markdown(summary, metadata, {}))
+    assert report.doc_verdict(pool_doc) == "**not met** (2 cases) (2026-12-02 02:20 UTC, 517 cases)"
+    assert report.doc_verdict(tmp_path / "missing.md") is None
+
+    line = "[compliance-wspool-pool.md](compliance-wspool-pool.md), target met"
+    page = report.render_markdown(summary, {}, {}, other_runs={"The Pool's run": line})
+    assert f"- **The Pool's run**: {line}\n" in page
+    # Only the documents in docs/ link to each other; a subset's report does not.
+    assert run.other_runs("wspool", run.WORKDIR / "compliance.md") == {}
+    docs = run.DEFAULT_DOC.parent
+    ((pool_label, pool_line),) = run.other_runs("wspool", run.DEFAULT_DOC).items()
+    assert pool_label == "The Pool's run"
+    assert pool_line.startswith("[compliance-wspool-pool.md](compliance-wspool-pool.md)")
+    ((label, _),) = run.other_runs("wspool-pool", docs / "compliance-wspool-pool.md").items()
+    assert label == "The blocking client's run"
+
+
 # ------------------------------------------------------------------------ the server
 
 

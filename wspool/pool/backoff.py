@@ -24,7 +24,10 @@ class ReconnectPolicy:
     ``max_attempts`` bounds consecutive failed attempts (``None``: forever).
     ``on_normal_close`` also reconnects after the server closed with 1000/1001.
     ``retry_statuses`` are the handshake statuses worth retrying (rate limits, server
-    errors); any other refusal ends the connection.
+    errors); any other refusal ends the connection.  A TLS failure (an untrusted,
+    expired or misnamed certificate, a protocol mismatch) ends it too, since retrying
+    cannot fix a configuration, unless ``retry_tls_errors`` is set (for servers
+    whose certificate is being replaced, say).
     """
 
     initial_delay: float = 0.5
@@ -36,11 +39,16 @@ class ReconnectPolicy:
     retry_statuses: frozenset[int] = field(
         default_factory=lambda: frozenset({408, 425, 429, 500, 502, 503, 504})
     )
+    retry_tls_errors: bool = False
 
     def __post_init__(self) -> None:
         for name in ("initial_delay", "max_delay", "reset_after"):
             _check_number(name, getattr(self, name), ">= 0", lambda v: v >= 0)
         _check_number("factor", self.factor, ">= 1", lambda v: v >= 1)
+        if not isinstance(self.retry_tls_errors, bool):
+            raise WebSocketConfigurationException(
+                f"reconnect retry_tls_errors must be True or False, not {self.retry_tls_errors!r}"
+            )
         attempts = self.max_attempts
         if attempts is not None and (
             isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0

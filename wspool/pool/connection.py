@@ -25,18 +25,20 @@ Threads (docs/architecture.md, "Connection fields and their threads"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from wspool.exceptions import (
     CallbackError,
+    DispatcherStoppedError,
     WebSocketBadStatusException,
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
@@ -44,7 +46,7 @@ from wspool.exceptions import (
 )
 from wspool.pool.delivery import DeliveryQueue
 from wspool.pool.session import Session
-from wspool.protocol.events import Event, Message, Ping, Pong
+from wspool.protocol.events import Event, Message, Ping, Pong, ProtocolError
 from wspool.protocol.frames import CloseCode, Opcode, encode_close_payload
 
 if TYPE_CHECKING:
@@ -121,6 +123,11 @@ class ConnectionStats:
     ``messages_in``, ``bytes_in``, ``reconnects``, ``last_rtt``, ``last_message_at``,
     ``last_ping_at`` and ``opened_at`` are written by the dispatcher only; ``messages_out`` and
     ``bytes_out`` by sending threads, under the session's ``send_lock``.
+
+    Backpressure (dispatcher only, through :meth:`pause_started`/:meth:`pause_ended`):
+    ``paused`` is whether reading is paused now because callbacks fell behind,
+    ``pauses`` how many times it was, :attr:`paused_total` the seconds paused in all,
+    the current pause included.
     """
 
     messages_in: int = 0
@@ -132,9 +139,36 @@ class ConnectionStats:
     last_message_at: float | None = None  # time.time() of the last received message
     last_ping_at: float | None = None  # time.time() of the last keepalive ping sent
     opened_at: float | None = None
+    paused: bool = False
+    pauses: int = 0
+    # (seconds of the pauses that ended, time.monotonic() the current one began or
+    # None): one tuple replaced whole, so a reader on another thread never adds a
+    # pause twice or misses one that just ended.
+    _pause_clock: tuple[float, float | None] = field(default=(0.0, None), init=False, repr=False)
+
+    @property
+    def paused_total(self) -> float:
+        """Seconds reading was paused by backpressure, the current pause included."""
+        ended, since = self._pause_clock
+        return ended if since is None else ended + time.monotonic() - since
+
+    def pause_started(self) -> None:
+        """Reading paused (dispatcher thread); a pause already counted is not counted again."""
+        if not self.paused:
+            self._pause_clock = (self._pause_clock[0], time.monotonic())
+            self.pauses += 1
+            self.paused = True
+
+    def pause_ended(self) -> None:
+        """Reading resumed (dispatcher thread)."""
+        if self.paused:
+            self._pause_clock = (self.paused_total, None)
+            self.paused = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        data = {name: getattr(self, name) for name in self.__slots__ if name[0] != "_"}
+        data["paused_total"] = self.paused_total
+        return data
 
 
 # Items of the delivery queue besides protocol events (Message, Ping, Pong).
@@ -371,6 +405,10 @@ class Connection:
                     self._owner.executor,
                     self.stats,
                 )
+                if self._queue.paused:
+                    # Callbacks are still behind: the new socket starts paused.  If the
+                    # worker resumes meanwhile, its posted resume reaches this session.
+                    session.pause_reading()
         if session is None:
             self._end(CloseCode.NORMAL_CLOSURE, "closed by the user")
             return
@@ -433,8 +471,10 @@ class Connection:
         if isinstance(error, WebSocketBadStatusException):
             if error.status_code not in policy.retry_statuses:
                 return None
-        elif isinstance(error, WebSocketConfigurationException | WebSocketTLSException):
+        elif isinstance(error, WebSocketConfigurationException):
             return None  # retrying cannot fix these
+        elif isinstance(error, WebSocketTLSException) and not policy.retry_tls_errors:
+            return None
         if error is None and code in (1000, 1001) and not policy.on_normal_close:
             return None
         opened_at = session.opened_at
@@ -472,6 +512,8 @@ class Connection:
     # ------------------------------------------------------------ backpressure
 
     def _pause_reading(self) -> None:
+        # On the dispatcher thread, inside DeliveryQueue.put.
+        self.stats.pause_started()
         session = self._session
         if session is not None:
             session.pause_reading()
@@ -481,6 +523,11 @@ class Connection:
         self._owner.dispatcher.call_soon(self._resume_on_dispatcher)
 
     def _resume_on_dispatcher(self) -> None:
+        if self._queue.paused:
+            # The queue paused again after posting this resume (a put on the dispatcher
+            # came first): stay paused; that pause's own resume is posted after it.
+            return
+        self.stats.pause_ended()
         session = self._session
         if session is not None:
             session.resume_reading()
@@ -519,6 +566,17 @@ class Connection:
                 callbacks.on_close(self, item.code, item.reason)
         elif kind is _Failed:
             self._report_error(item.error)
+        elif kind is ProtocolError:
+            # Every callback before the violation ran (their sends are queued on the
+            # session): the dispatcher may now send the close frame (Session._defer_failure).
+            with contextlib.suppress(DispatcherStoppedError):
+                self._owner.dispatcher.call_soon(self._failure_delivered, item)
+
+    def _failure_delivered(self, event: ProtocolError) -> None:
+        # Dispatcher thread.  The session checks that ``event`` is its own violation.
+        session = self._session
+        if session is not None:
+            session.failure_delivered(event)
 
     def _report_error(self, error: BaseException) -> None:
         on_error = self.callbacks.on_error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -53,6 +54,9 @@ class Pool:
         self._connections: list[Connection] = []
         self._lock = threading.Condition()
         self._closed = False
+        # The process whose threads run this pool: after os.fork() the child has the
+        # object but none of its threads (see close()).
+        self._pid = os.getpid()
         _live_pools.add(self)
 
     @property
@@ -79,6 +83,11 @@ class Pool:
         """
         if self.closing or self._closed:
             raise WebSocketConfigurationException("this pool is closed: create a new one")
+        if os.getpid() != self._pid:
+            raise WebSocketConfigurationException(
+                f"this pool belongs to process {self._pid}; after os.fork() create a new "
+                "Pool in the child (the pool's threads did not come along)"
+            )
         checked = pool_options(url, options)
         Opening(checked.connect).check_request()
         if isinstance(self.executor, WorkerThreads):
@@ -120,6 +129,9 @@ class Pool:
         for key in ("messages_in", "bytes_in", "messages_out", "bytes_out", "reconnects"):
             totals[key] = sum(entry[key] for entry in per)
         totals["queue_depth"] = sum(entry["queue_depth"] for entry in per)
+        # Backpressure: connections whose reading is paused now, pauses so far.
+        totals["paused"] = sum(1 for entry in per if entry["paused"])
+        totals["pauses"] = sum(entry["pauses"] for entry in per)
         totals["per_connection"] = per
         return totals
 
@@ -141,6 +153,12 @@ class Pool:
         """Close every connection (closing handshake), run the last callbacks, stop the
         threads.  Connections still open after ``timeout`` are dropped."""
         if self._closed:
+            return
+        if os.getpid() != self._pid:
+            # Inherited through os.fork(): its threads and connections are the parent's.
+            # Nothing is sent (a close frame from here would break the parent's stream)
+            # and nothing is waited for; the parent closes its connections itself.
+            self.closing = self._closed = True
             return
         self.closing = True
         connections = self.connections

@@ -124,6 +124,8 @@ class Session:
     # connection is a benchmark target).
     __slots__ = (
         "_addresses",
+        "_failure",
+        "_failure_queued",
         "_flush_scheduled",
         "_handshake",
         "_last_connect_error",
@@ -136,6 +138,7 @@ class Session:
         "_reading",
         "_route",
         "_sock",
+        "_stale_pong",
         "_timers",
         "_unsent",
         "_writing",
@@ -198,7 +201,14 @@ class Session:
         self._paused = False  # backpressure: the owner's queue is full
         self._timers: dict[str, TimerHandle] = {}
         self._ping_sent_at: float | None = None
+        # A pong is owed for a ping sent before a pause: its round trip includes the
+        # pause, so it gives no RTT sample (see pause_reading).
+        self._stale_pong = False
         self.last_rtt: float | None = None
+        # A protocol violation waiting for the callbacks of the messages before it
+        # (see _defer_failure); None on every healthy connection.
+        self._failure: ProtocolError | None = None
+        self._failure_queued = False  # its close frame is queued (_fail_connection)
 
     @property
     def url(self) -> WebSocketURL:
@@ -477,7 +487,9 @@ class Session:
         # What only the opening needed goes (memory per open connection counts).
         self._handshake = self._route = self._proxy_handshake = self._plan = None
         self._addresses.clear()
-        self.protocol = self.opening.protocol(accepted, defer_failure=False)
+        # defer_failure: on a violation the session, not the core, queues the close
+        # frame, once the replies to the messages before it were sent (_defer_failure).
+        self.protocol = self.opening.protocol(accepted, defer_failure=True)
         result = accepted.result
         self.subprotocol = result.subprotocol
         self.extensions = list(result.extensions)
@@ -486,7 +498,7 @@ class Session:
         self.opened_at = time.monotonic()
         self._cancel_timer("open")
         self.owner.session_opened(self)
-        if self.options.ping_interval:
+        if self.options.ping_interval and not self._paused:
             self._timer("ping", self.options.ping_interval, self._send_keepalive_ping)
         if not self._paused:
             self._set_interest(read=True, write=self._writing)
@@ -503,6 +515,10 @@ class Session:
             self._do_tls()
         else:
             self._flush()
+            failure = self._failure
+            if failure is not None and self._failure_queued and not self._unsent:
+                # The close frame of a failed connection is fully written: drop it now.
+                self._finish(failure.exc.close_code, failure.exc.message, failure.exc)
 
     def _on_readable(self) -> None:
         state = self.state
@@ -604,9 +620,13 @@ class Session:
             self._cancel_timer("pong")
             self._timer("close", self.options.connect.close_timeout, self._close_timed_out)
         elif isinstance(event, ProtocolError):
-            self._flush()
-            self._finish(event.exc.close_code, event.exc.message, event.exc)
+            self._defer_failure(event)
         elif isinstance(event, EndOfStream):
+            if self._failure is not None:
+                # The peer hung up while we waited to fail: write what is queued, and
+                # report the violation, not the missing close frame.
+                self._fail_connection(self._failure)
+                return
             code = protocol.close_code or CloseCode.ABNORMAL_CLOSURE
             reason = protocol.close_reason
             error = None
@@ -645,6 +665,11 @@ class Session:
                 break
             except OSError as exc:
                 unsent.clear()
+                if self._failure is not None:
+                    # The peer went away while we waited to fail: the violation is the
+                    # cause to report, not the broken pipe it led to.
+                    self._fail_connection(self._failure)
+                    return
                 self._finish(
                     CloseCode.ABNORMAL_CLOSURE,
                     "",
@@ -671,7 +696,7 @@ class Session:
         if self.state in (SessionState.PROXY, SessionState.UPGRADING):
             self._set_interest(read=True, write=blocked)
         elif self.state in (SessionState.OPEN, SessionState.CLOSING):
-            self._set_interest(read=not self._paused, write=blocked)
+            self._set_interest(read=not self._paused and self._failure is None, write=blocked)
 
     def _write_stalled(self) -> None:
         self._timers.pop("write", None)
@@ -716,21 +741,46 @@ class Session:
 
     # --------------------------------------------------------------- keepalive
 
+    # A slow consumer is not a dead network (docs/architecture.md, "Keepalive under
+    # backpressure").  While reading is paused, a pong the peer sent waits behind the
+    # unread data, so a pong deadline would measure our consumer, not the network:
+    # pause_reading holds the deadline and resume_reading restarts it with a full
+    # ping_timeout.
+    #
+    # No keepalive ping is sent while paused (the "ping" timer is cancelled on pause and
+    # re-armed on resume).  Its pong could not be read before the resume, so it would
+    # prove nothing; and pongs piling up behind the backlog would later be taken for
+    # answers to fresh pings (false RTT samples, a deadline met by a stale pong).  With
+    # no ping while paused, at most one pong is owed across a pause and it is accounted
+    # for exactly (_stale_pong).  The cost: no ping leaves us during a pause, which is
+    # bounded by how long the consumer lags; the TCP connection itself stays acked.
+
     def _send_keepalive_ping(self) -> None:
-        if self.state is not SessionState.OPEN:
+        if self.state is not SessionState.OPEN or self._paused:
             return
         options = self.options
         try:
             self.send_built(lambda p: p.send_ping(options.ping_payload))
         except WebSocketException:
             return
-        self._ping_sent_at = time.monotonic()
+        # While the pong of a ping sent before a pause is still owed, the next pong
+        # received is that one: no RTT sample from this ping.
+        self._ping_sent_at = None if self._stale_pong else time.monotonic()
         self.stats.last_ping_at = time.time()
         if options.ping_timeout:
             self._timer("pong", options.ping_timeout, self._pong_timed_out)
         self._timer("ping", options.ping_interval, self._send_keepalive_ping)
 
     def _pong(self, event: Pong) -> None:
+        if self._stale_pong:
+            # The answer to a ping sent before a pause: the peer is alive, but the round
+            # trip includes the pause.  (A ping sent after the resume cannot be pending
+            # with a deadline here: the restarted deadline, shorter than ping_interval,
+            # fires before the next ping unless this pong came first.)
+            self._stale_pong = False
+            self._ping_sent_at = None
+            self._cancel_timer("pong")
+            return
         if self._ping_sent_at is not None:
             self.last_rtt = time.monotonic() - self._ping_sent_at
             self._ping_sent_at = None
@@ -747,6 +797,72 @@ class Session:
                 f"no pong within ping_timeout={self.options.ping_timeout}s", url=self.url.redacted
             ),
         )
+
+    # ------------------------------------------------------ protocol violations
+
+    def _defer_failure(self, event: ProtocolError) -> None:
+        """A violation arrived: fail the connection only after the callbacks of the
+        messages parsed before it ran, so their replies leave before the close frame
+        (as the blocking client does: its caller sees those messages first).
+
+        The owner already queued the messages and then ``event`` for delivery; when a
+        worker reaches ``event`` it posts :meth:`failure_delivered`, which sends the close
+        frame behind whatever those callbacks sent.  Reading stops (the core ignores
+        input after a violation anyway); close_timeout bounds the wait, so a stuck
+        callback cannot keep a broken connection open.
+        """
+        self._failure = event
+        sock = self._sock
+        if sock is not None:
+            self._set_interest(read=False, write=self._writing)
+        self._cancel_timer("ping")
+        self._cancel_timer("pong")
+        self._timer("fail", self.options.connect.close_timeout, self._failure_timed_out)
+
+    def failure_delivered(self, event: ProtocolError) -> None:
+        """The callbacks before ``event`` ran (dispatcher thread, posted by the owner's
+        worker).  Ignored unless ``event`` is this session's pending violation: the
+        session may have ended (timer, reset) and a new one started meanwhile."""
+        if self._failure is event and self.state is not SessionState.CLOSED:
+            self._fail_connection(event, wait_for_write=True)
+
+    def _failure_timed_out(self) -> None:
+        self._timers.pop("fail", None)
+        failure = self._failure
+        if failure is None or self.state is SessionState.CLOSED:
+            return
+        if self.state is SessionState.OPEN:  # else the close frame is already queued
+            logger.warning(
+                "%s: the callbacks of the messages before a protocol violation did not finish "
+                "within close_timeout=%ss; the connection was failed without waiting for "
+                "their replies (a callback is blocked or too slow)",
+                self.url.redacted,
+                self.options.connect.close_timeout,
+            )
+        self._fail_connection(failure)
+
+    def _fail_connection(self, failure: ProtocolError, *, wait_for_write: bool = False) -> None:
+        """Queue the close frame with the violation's code (RFC 6455 §7.1.7) behind the
+        frames already queued, write, and drop the socket.  ``wait_for_write``: if the
+        socket does not take everything at once, keep it until it does (``_on_writable``),
+        still bounded by the ``fail`` timer."""
+        exc = failure.exc
+        if exc.url is None:
+            exc.url = self.url.redacted
+        protocol = self.protocol
+        assert protocol is not None
+        with self.send_lock:
+            protocol.fail(exc)
+            close_frame = protocol.data_to_send()
+            if close_frame:
+                self._outbox.append(close_frame)
+        # CLOSING: sends are refused from now on (nothing may follow our close frame).
+        self._enter(SessionState.CLOSING)
+        self._failure_queued = True
+        self._flush()
+        if wait_for_write and self._unsent and self.state is SessionState.CLOSING:
+            return  # _on_writable finishes once the close frame is written
+        self._finish(exc.close_code, exc.message, exc)
 
     # ---------------------------------------------------------------- closing
 
@@ -839,14 +955,33 @@ class Session:
     # ------------------------------------------------------------- backpressure
 
     def pause_reading(self) -> None:
-        """Stop reading the socket: the owner's queue is above its high-water mark."""
+        """Stop reading the socket: the owner's queue is above its high-water mark
+        (dispatcher thread).  Holds the keepalive: see the keepalive section."""
+        if self._paused:
+            return
         self._paused = True
+        if self._ping_sent_at is not None or "pong" in self._timers:
+            # A ping is outstanding: its pong may be behind the data we stop reading.
+            self._stale_pong = True
+            self._ping_sent_at = None
+            self._cancel_timer("pong")
+        self._cancel_timer("ping")
         if self._sock is not None and self.state in (SessionState.OPEN, SessionState.CLOSING):
             self._set_interest(read=False, write=self._writing)
 
     def resume_reading(self) -> None:
-        """Read again: the queue drained below its low-water mark (dispatcher thread)."""
+        """Read again: the queue drained below its low-water mark (dispatcher thread).
+        The held pong deadline restarts with a full ``ping_timeout``, and the ping
+        schedule restarts."""
+        if not self._paused:
+            return
         self._paused = False
+        if self.state is SessionState.OPEN:
+            options = self.options
+            if self._stale_pong and options.ping_timeout:
+                self._timer("pong", options.ping_timeout, self._pong_timed_out)
+            if options.ping_interval:
+                self._timer("ping", options.ping_interval, self._send_keepalive_ping)
         if self._sock is not None and self.state in (SessionState.OPEN, SessionState.CLOSING):
             self._set_interest(read=True, write=self._writing)
 
