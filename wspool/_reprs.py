@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["bounded_repr"]
+import re
+
+__all__ = ["bounded_repr", "without_userinfo"]
 
 _REPR_LIMIT = 80
+# the user info of a URL ("user:password@" after "scheme://"), wherever it sits in a text
+_USERINFO_RE = re.compile(r"(?<=//)[^/?#@\s]*@")
 
 
 def bounded_repr(value: object, limit: int = _REPR_LIMIT) -> str:
@@ -15,3 +19,9 @@ def bounded_repr(value: object, limit: int = _REPR_LIMIT) -> str:
     size = len(value) if isinstance(value, str | bytes | bytearray) else None
     suffix = f"...<{size} total>" if size is not None else "..."
     return text[: limit - len(suffix)] + suffix
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the user info of any URL in it replaced by ``<redacted>``, for
+    messages and reprs of URLs wspool has not parsed (a ``Location``, the user's URL)."""
+    return _USERINFO_RE.sub("<redacted>@", text)

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from wspool._reprs import without_userinfo
 from wspool.exceptions import (
     CallbackError,
     WebSocketConfigurationException,
@@ -623,7 +624,7 @@ class WebSocketApp:
 
     def __repr__(self) -> str:
         state = "running" if self._run is not None else "idle"
-        return f"<wspool.WebSocketApp {self.url} {state}>"
+        return f"<wspool.WebSocketApp {without_userinfo(self.url)} {state}>"
 
     # ------------------------------------------------------------------ sending
 
@@ -631,7 +632,7 @@ class WebSocketApp:
         run = self._run
         connection = None if run is None or run.finished else run.connection
         if connection is None:
-            raise WebSocketConnectionClosedException(url=self.url)
+            raise WebSocketConnectionClosedException(url=without_userinfo(self.url))
         return connection
 
     def send(self, data: str | bytes | bytearray | memoryview, opcode: int = Opcode.TEXT) -> None:
@@ -723,14 +724,14 @@ class WebSocketApp:
                 f"WebSocketApp(socket=...) cannot reconnect (reconnect={reconnect!r}): the "
                 "socket is used once, for the first connection; pass reconnect=0, or drop "
                 "socket= so that the pool dials the URL each time",
-                url=self.url,
+                url=without_userinfo(self.url),
             )
         if dispatcher is not None and not callable(getattr(dispatcher, "read", None)):
             raise WebSocketConfigurationException(
                 f"run_forever(dispatcher={dispatcher!r}) needs an event loop with a "
                 "read(sock, callback) method, such as rel (import rel; dispatcher=rel); "
                 "leave dispatcher out to have run_forever block instead",
-                url=self.url,
+                url=without_userinfo(self.url),
             )
         connect_options: dict[str, Any] = {
             "sockopt": sockopt or (),
@@ -765,7 +766,7 @@ class WebSocketApp:
                 raise WebSocketException(
                     "run_forever is already running for this WebSocketApp: create one app "
                     "per connection",
-                    url=self.url,
+                    url=without_userinfo(self.url),
                 )
             run = self._run = _Run(self)
             self._keep_running = True
@@ -799,7 +800,7 @@ class WebSocketApp:
     ) -> bool:
         leased = False
         try:
-            _leases.acquire(dispatcher, self.url)
+            _leases.acquire(dispatcher, without_userinfo(self.url))
             leased = True
             run.dispatched = _Dispatched(run, dispatcher, pool)
             connection = self._start(run, pool, connect_options)
@@ -866,10 +867,16 @@ class WebSocketApp:
             callback(self, *args)
         except Exception as exc:
             if name == "on_error":
-                logger.exception("on_error raised while handling %r for %s", args[0], self.url)
+                logger.exception(
+                    "on_error raised while handling %r for %s", args[0], without_userinfo(self.url)
+                )
             else:
                 error = CallbackError(
-                    url=self.url, label=None, callback=name, event=None, original=exc
+                    url=without_userinfo(self.url),
+                    label=None,
+                    callback=name,
+                    event=None,
+                    original=exc,
                 )
                 self._report_callback_error(error)
         finally:

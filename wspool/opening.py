@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 
+from wspool._reprs import without_userinfo
 from wspool.exceptions import WebSocketException, WebSocketRedirectException
 from wspool.options import ConnectOptions
 from wspool.protocol.client_protocol import ClientProtocol
@@ -111,7 +112,8 @@ class Opening:
         if self.redirects >= limit:
             raise WebSocketRedirectException(
                 f"more than redirect_limit={limit} redirects (the last one, "
-                f"{redirect.status}, to {redirect.location!r}); raise the limit or fix the URL",
+                f"{redirect.status}, to {without_userinfo(redirect.location)!r}); "
+                "raise the limit or fix the URL",
                 url=self.url.redacted,
             )
         try:

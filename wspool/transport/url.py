@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
+from wspool._reprs import without_userinfo
 from wspool.exceptions import WebSocketConfigurationException, WebSocketRedirectException
 
 __all__ = ["WebSocketURL", "format_host", "parse_url", "resolve_redirect"]
@@ -239,7 +240,9 @@ def resolve_redirect(current: WebSocketURL, location: str) -> WebSocketURL:
     parts = urlsplit(urljoin(base, location.strip()))
     scheme = _REDIRECT_SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        raise WebSocketRedirectException(f"redirect to unsupported URL {location!r}")
+        raise WebSocketRedirectException(
+            f"redirect to unsupported URL {without_userinfo(location)!r}"
+        )
     target = parse_url(urlunsplit((scheme, parts.netloc, parts.path, parts.query, "")))
     same_origin = (target.secure, target.host, target.port) == (
         current.secure,
