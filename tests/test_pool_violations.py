@@ -226,3 +226,35 @@ def test_peer_hanging_up_while_callbacks_run_still_reports_the_violation(
     (error,) = rec.errors()
     assert type(error) is wspool.WebSocketPayloadException, error
     assert rec.of("close")[0].args[0] == 1007
+
+
+def test_violation_read_while_backpressure_pauses_reading(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    """The violation arrives behind more messages than max_queue: reading pauses and
+    resumes as the slow callbacks catch up, but once the violation was read nothing
+    more is read and no keepalive runs; every echo still leaves before the close."""
+    violation = VIOLATIONS["reserved opcode"]
+    messages = _texts(40)
+    seen: queue.Queue[Seen] = queue.Queue()
+    server = ws_server(_violating_handler(messages, violation.frame, seen), compression=False)
+    rec = CallbackRecorder()
+
+    def slow_echo(conn: Connection, message: Any) -> None:
+        time.sleep(0.01)
+        conn.send(message)
+
+    conn = pool.connect(
+        server.url,
+        close_timeout=30,
+        max_queue=4,
+        ping_interval=0.2,
+        ping_timeout=0.1,
+        **rec.callbacks(on_message=slow_echo),
+    )
+    got, code, _tcp_closed = seen.get(timeout=15)
+    assert got == messages
+    assert code == violation.code
+    assert conn.wait_closed(5)
+    (error,) = rec.errors()
+    assert type(error) is violation.error

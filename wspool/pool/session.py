@@ -976,6 +976,10 @@ class Session:
         if not self._paused:
             return
         self._paused = False
+        if self._failure is not None:
+            # Failing (a violation arrived): nothing more is read, no keepalive runs;
+            # only the replies already queued and the close frame go out.
+            return
         if self.state is SessionState.OPEN:
             options = self.options
             if self._stale_pong and options.ping_timeout:
