@@ -138,6 +138,7 @@ class Opening:
         return ClientProtocol(
             max_size=self.options.max_size,
             skip_utf8_validation=self.options.skip_utf8_validation,
+            text_errors=self.options.text_errors,
             deflate=accepted.result.deflate,
             defer_failure=defer_failure,
             mask_key_source=self.options.mask_key_source,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from wspool.exceptions import WebSocketConfigurationException, WebSocketException
 from wspool.pool.backoff import ReconnectPolicy, coerce_reconnect
-from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE
+from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE, TEXT_ERRORS
 from wspool.protocol.deflate import DeflateOptions, coerce_compression
 from wspool.protocol.headers import check_subprotocols, normalize_headers
 from wspool.transport.dial import DialSettings, ProxySettings
@@ -203,6 +203,15 @@ def _connected_socket(value: Any) -> socket.socket | None:
     return value
 
 
+def _text_errors(value: Any) -> str:
+    if value not in TEXT_ERRORS:
+        raise _Invalid(
+            "'strict' (close 1007), 'replace' (U+FFFD for bad bytes) or 'bytes' "
+            "(an invalid text message is delivered undecoded)"
+        )
+    return str(value)
+
+
 def _any(value: Any) -> Any:
     return value  # checked together with other options in _proxy_settings
 
@@ -252,6 +261,7 @@ OPTIONS: Final[Mapping[str, Option]] = {
         # Limits and decoding.
         Option("max_size", DEFAULT_MAX_SIZE, _int(minimum=0, allow_none=True, unit=" (bytes)")),
         Option("skip_utf8_validation", False, _flag),
+        Option("text_errors", "strict", _text_errors),
         Option("fire_cont_frame", False, _flag),
         Option("enable_multithread", True, _flag),
         # TLS and sockets.
@@ -360,6 +370,8 @@ class ConnectOptions:
     deflate: DeflateOptions | None
     max_size: int | None
     skip_utf8_validation: bool
+    #: What a text message that is not UTF-8 becomes (ClientProtocol.text_errors).
+    text_errors: str
     fire_cont_frame: bool
     #: ``get_mask_key``: makes each frame's masking key instead of os.urandom.
     mask_key_source: Callable[[int], bytes] | None
@@ -416,6 +428,7 @@ class ConnectKeywords(TypedDict, total=False):
     compression: Any
     max_size: int | None
     skip_utf8_validation: bool
+    text_errors: str
     fire_cont_frame: bool
     enable_multithread: bool
     sslopt: Mapping[str, Any] | None
@@ -641,6 +654,7 @@ def _connect(target: WebSocketURL, values: Mapping[str, Any]) -> ConnectOptions:
         deflate=values["compression"],
         max_size=values["max_size"],
         skip_utf8_validation=values["skip_utf8_validation"],
+        text_errors=values["text_errors"],
         fire_cont_frame=values["fire_cont_frame"],
         mask_key_source=values["get_mask_key"],
         dial=dial,

@@ -58,6 +58,8 @@ logger = logging.getLogger("wspool")
 
 #: Default bound on frames, messages and decompressed messages: 16 MiB.
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
+#: The text_errors policies (see ClientProtocol.text_errors).
+TEXT_ERRORS: Final = ("strict", "replace", "bytes")
 
 _TEXT: Final = int(Opcode.TEXT)
 _BINARY: Final = int(Opcode.BINARY)
@@ -128,6 +130,7 @@ class ClientProtocol:
         "max_size",
         "skip_utf8_validation",
         "state",
+        "text_errors",
     )
 
     def __init__(
@@ -141,11 +144,21 @@ class ClientProtocol:
         defer_failure: bool = False,
         mask_key_source: Callable[[int], bytes] | None = None,
         label: str | None = None,
+        text_errors: str = "strict",
     ) -> None:
         if max_size is not None and max_size < 0:
             raise WebSocketConfigurationException(f"max_size must be >= 0 or None, not {max_size}")
         self.max_size = max_size
         self.skip_utf8_validation = skip_utf8_validation
+        if text_errors not in TEXT_ERRORS:
+            raise WebSocketConfigurationException(
+                f"text_errors={text_errors!r}: use one of {', '.join(TEXT_ERRORS)}"
+            )
+        #: What a text message that is not UTF-8 becomes: "strict" fails the connection
+        #: (1007, RFC 6455 §8.1); "replace" decodes with U+FFFD; "bytes" delivers that
+        #: message undecoded.  skip_utf8_validation=True overrides it (no check at all:
+        #: invalid bytes come out as surrogate escapes).
+        self.text_errors = text_errors
         self.deflate = deflate
         self.auto_pong = auto_pong
         self._frame_events = frame_events
@@ -256,7 +269,7 @@ class ClientProtocol:
         max_size = self.max_size
         deflate_on = self.deflate is not None
         whole = buf if type(buf) is bytes else None  # slicing bytes needs no view
-        validate = not self.skip_utf8_validation
+        validate = not self.skip_utf8_validation and self.text_errors == "strict"
         append = events.append
         if (
             whole is not None
@@ -414,12 +427,17 @@ class ClientProtocol:
                 "RSV1 bit set on a continuation or control frame (RFC 7692 §6.1)"
             )
 
-    def _decode_text(self, payload: bytes) -> str:
+    def _decode_text(self, payload: bytes) -> str | bytes:
         if self.skip_utf8_validation:
             return payload.decode("utf-8", "surrogateescape")
         try:
             return payload.decode("utf-8")
         except UnicodeDecodeError as exc:
+            policy = self.text_errors
+            if policy == "replace":
+                return payload.decode("utf-8", "replace")
+            if policy == "bytes":
+                return payload
             raise WebSocketPayloadException(f"text message is not valid UTF-8: {exc}") from exc
 
     def _begin_frame(self, opcode: int, fin: bool, rsv1: bool) -> None:
@@ -438,7 +456,7 @@ class ClientProtocol:
             self._rx_opcode = opcode
             self._rx_compressed = rsv1
             self._rx_size = 0
-            if opcode == _TEXT and not self.skip_utf8_validation:
+            if opcode == _TEXT and not self.skip_utf8_validation and self.text_errors == "strict":
                 self._rx_decoder = make_utf8_decoder()
         self._frame_opcode = opcode
         self._frame_fin = fin
@@ -490,7 +508,7 @@ class ClientProtocol:
         self._rx_chunks = []
         if opcode != _TEXT:
             return data
-        return data.decode("utf-8", "surrogateescape")
+        return self._decode_text(data)
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> bool:
         """Handle a ping, pong or close; True when it was the close frame."""
