@@ -1,6 +1,6 @@
-"""Every Python snippet of docs/faq.md runs, against local servers.
+"""Every Python snippet of the docs pages below runs, against local servers.
 
-The page's snippets name ``ws://127.0.0.1:8765/`` (an echo server) and
+The pages' snippets name ``ws://127.0.0.1:8765/`` (an echo server) and
 ``wss://localhost:8766/`` (a TLS echo server whose certificate no system trusts); each
 snippet runs in a fresh interpreter with those replaced by this test's servers.
 """
@@ -13,19 +13,19 @@ import pytest
 from conftest import WSServerFactory
 from helpers import ROOT, run_python
 
-FAQ = ROOT / "docs" / "faq.md"
+PAGES = ("faq.md", "quickstart.md")
 PLAIN = "ws://127.0.0.1:8765/"
 SECURE = "wss://localhost:8766/"
 
 
-def _snippets() -> list[tuple[str, str]]:
+def _snippets(page: str) -> list[tuple[str, str]]:
     """``(section title, code)`` of every python block, in page order."""
     found: list[tuple[str, str]] = []
     section, code, inside = "", [], False
-    for line in FAQ.read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / "docs" / page).read_text(encoding="utf-8").splitlines():
         if inside:
             if line.startswith("```"):
-                found.append((section, "\n".join(code) + "\n"))
+                found.append((f"{page}: {section}", "\n".join(code) + "\n"))
                 inside = False
             else:
                 code.append(line)
@@ -36,12 +36,14 @@ def _snippets() -> list[tuple[str, str]]:
     return found
 
 
-SNIPPETS = _snippets()
+SNIPPETS = [snippet for page in PAGES for snippet in _snippets(page)]
 
 
-def test_the_page_has_snippets() -> None:
-    assert len(SNIPPETS) >= 8
-    assert all(PLAIN in code or SECURE in code for _, code in SNIPPETS)
+@pytest.mark.parametrize("page", PAGES)
+def test_the_page_has_snippets(page: str) -> None:
+    mine = _snippets(page)
+    assert len(mine) >= 4
+    assert all(PLAIN in code or SECURE in code for _, code in mine)
 
 
 @pytest.mark.parametrize(("section", "code"), SNIPPETS, ids=[s for s, _ in SNIPPETS])
