@@ -302,3 +302,36 @@ def test_reconnect_after_a_drop(ws_server: WSServerFactory) -> None:
     assert types[:2] == ["open", "text"]
     assert "reconnect" in types
     assert types.count("text") == 2
+
+
+def test_a_closed_output_pipe_ends_quietly(ws_server: WSServerFactory) -> None:
+    """`wspool URL | head -1`: once the reader is gone the command closes its
+    connections and exits 0, with no "Exception ignored ... BrokenPipeError"."""
+
+    def stream(conn: ServerConnection) -> None:
+        for i in range(2000):
+            conn.send_message(f"tick {i}")
+        if conn.recv_message(timeout=WAIT).opcode == 0x8:  # the client's close frame
+            conn.send_close(1000)
+
+    server = ws_server(stream)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "wspool", server.url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=python_env(),
+    )
+    try:
+        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout.readline() == b"c1 tick 0\n"
+        child.stdout.close()  # what head does after its line
+        stderr = child.stderr.read().decode()
+        child.wait(timeout=WAIT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr
+    assert child.returncode == 0, stderr

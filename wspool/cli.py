@@ -18,6 +18,7 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import ssl
 import sys
 import threading
@@ -238,7 +239,13 @@ class _Run:
             stream.write(line + "\n")
             stream.flush()
         except (BrokenPipeError, ValueError):
-            # The reader went away (e.g. piped into head): stop quietly.
+            # The reader went away (e.g. piped into head): stop quietly.  The stream
+            # now points at /dev/null, so the interpreter's flush at exit does not
+            # report the broken pipe either (the recipe of Python's signal docs).
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
             self.done.set()
 
     def _event(self, conn: Connection, kind: str, **fields: Any) -> None:
