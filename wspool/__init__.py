@@ -41,6 +41,7 @@ from wspool.exceptions import (
     WebSocketProtocolException,
     WebSocketProxyException,
     WebSocketRedirectException,
+    WebSocketStaleFeedException,
     WebSocketTimeoutException,
     WebSocketTLSException,
 )
@@ -49,7 +50,9 @@ from wspool.pool import (
     Connection,
     ConnectionState,
     ConnectionStats,
+    Heartbeat,
     Pool,
+    RateLimit,
     ReconnectPolicy,
 )
 from wspool.protocol import CloseCode, DeflateOptions, Opcode
@@ -82,8 +85,10 @@ __all__ = [
     "ConnectionStats",
     "DeflateOptions",
     "DispatcherStoppedError",
+    "Heartbeat",
     "Opcode",
     "Pool",
+    "RateLimit",
     "ReconnectPolicy",
     "UnknownOptionWarning",
     "WebSocket",
@@ -99,6 +104,7 @@ __all__ = [
     "WebSocketProtocolException",
     "WebSocketProxyException",
     "WebSocketRedirectException",
+    "WebSocketStaleFeedException",
     "WebSocketTLSException",
     "WebSocketTimeoutException",
     "__version__",

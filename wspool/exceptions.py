@@ -14,6 +14,7 @@ any credentials removed); ``str(exc)`` then names it::
     │   └── WebSocketRedirectException    too many redirects, or a redirect loop
     ├── WebSocketConnectionClosedException  the connection is closed
     ├── WebSocketTimeoutException         an operation timed out (also a TimeoutError)
+    │   └── WebSocketStaleFeedException   a feed went silent or stopped answering its heartbeat
     ├── WebSocketAddressException         the host name could not be resolved
     ├── WebSocketProxyException           the proxy refused or failed the tunnel
     ├── WebSocketTLSException             TLS setup or verification failed
@@ -43,6 +44,7 @@ __all__ = [
     "WebSocketProtocolException",
     "WebSocketProxyException",
     "WebSocketRedirectException",
+    "WebSocketStaleFeedException",
     "WebSocketTLSException",
     "WebSocketTimeoutException",
 ]
@@ -148,6 +150,12 @@ class WebSocketConnectionClosedException(WebSocketException):
 
 class WebSocketTimeoutException(WebSocketException, TimeoutError):
     """A connect, handshake, read, write or close did not finish in time."""
+
+
+class WebSocketStaleFeedException(WebSocketTimeoutException):
+    """A session of a feed went silent (``stale_after``) or stopped answering its
+    application heartbeat (``heartbeat``); the pool replaces that session and the
+    connection goes on: this reaches ``on_error`` as a report, not as the end."""
 
 
 class WebSocketAddressException(WebSocketException):

@@ -23,6 +23,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from wspool.exceptions import WebSocketConfigurationException, WebSocketException
 from wspool.pool.backoff import ReconnectPolicy, coerce_reconnect
+from wspool.pool.feed import (
+    FeedOptions,
+    Heartbeat,
+    RateLimit,
+    coerce_heartbeat,
+    coerce_redundancy,
+    coerce_send_rate,
+    coerce_subscribe,
+)
 from wspool.protocol.client_protocol import DEFAULT_MAX_SIZE, TEXT_ERRORS
 from wspool.protocol.deflate import DeflateOptions, coerce_compression
 from wspool.protocol.headers import check_subprotocols, normalize_headers
@@ -229,6 +238,34 @@ def _ping_payload(value: Any) -> bytes:
     return payload
 
 
+def _coerced(coerce: Callable[[Any], Any], allowed: str) -> Check:
+    """A check from one of feed.py's coerce functions (TypeError/ValueError: invalid)."""
+
+    def check(value: Any) -> Any:
+        try:
+            return coerce(value)
+        except (TypeError, ValueError) as exc:
+            raise _Invalid(allowed, str(exc)) from None
+
+    return check
+
+
+def _positive_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
+
+
+def _send_rate(value: Any) -> RateLimit | None:
+    if value is not None and not isinstance(value, RateLimit) and not _positive_number(value):
+        raise _Invalid("a number of messages per second > 0, a wspool.RateLimit, or None")
+    return coerce_send_rate(value)
+
+
+def _heartbeat(value: Any) -> Heartbeat | None:
+    if value is not None and not isinstance(value, Heartbeat) and not _positive_number(value):
+        raise _Invalid("a number of seconds > 0, a wspool.Heartbeat, or None")
+    return coerce_heartbeat(value)
+
+
 def _callback(value: Any) -> Any:
     if value is not None and not callable(value):
         raise _Invalid("a callable or None")
@@ -236,6 +273,7 @@ def _callback(value: Any) -> Any:
 
 
 _CALLBACK_NOTE: Final = "callbacks belong to Pool.connect and WebSocketApp"
+_FEED_NOTE: Final = "a stream over replaceable sessions is the pool's (docs/feeds.md)"
 
 #: The table of every keyword option: name, default, check, scope.
 OPTIONS: Final[Mapping[str, Option]] = {
@@ -323,6 +361,35 @@ OPTIONS: Final[Mapping[str, Option]] = {
             pool_only=True,
             note="a blocking connection is not reopened; open a new one",
         ),
+        # Feed-grade streams (pool/feed.py, docs/feeds.md).
+        *(
+            Option(name, default, check, pool_only=True, note=_FEED_NOTE)
+            for name, default, check in (
+                (
+                    "subscribe",
+                    None,
+                    _coerced(
+                        coerce_subscribe,
+                        "a payload (str, bytes, dict or list), a list of payloads, or a "
+                        "callable (conn) -> payloads",
+                    ),
+                ),
+                ("send_rate", None, _send_rate),
+                ("max_age", None, _seconds(positive=True, allow_none=True)),
+                ("stale_after", None, _seconds(positive=True, allow_none=True)),
+                ("heartbeat", None, _heartbeat),
+                (
+                    "redundancy",
+                    1,
+                    _coerced(
+                        coerce_redundancy,
+                        "an int >= 1 (live sessions per stream) or a list of other URLs",
+                    ),
+                ),
+                ("dedupe", None, _callback),
+                ("sequence", None, _callback),
+            )
+        ),
         *(
             Option(name, None, _callback, pool_only=True, note=_CALLBACK_NOTE)
             for name in (
@@ -334,6 +401,7 @@ OPTIONS: Final[Mapping[str, Option]] = {
                 "on_pong",
                 "on_data",
                 "on_reconnect",
+                "on_gap",
             )
         ),
     )
@@ -396,6 +464,8 @@ class Callbacks:
     on_pong: Callable[[Connection, bytes], object] | None = None
     on_data: Callable[[Connection, Any, int, bool], object] | None = None
     on_reconnect: Callable[[Connection], object] | None = None
+    #: ``sequence=``: a gap or a regression (``received != expected``).
+    on_gap: Callable[[Connection, int, int], object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +480,10 @@ class PoolOptions:
     max_queue_bytes: int | None
     reconnect: ReconnectPolicy | None
     callbacks: Callbacks
+    #: The feed options (pool/feed.py); None when none is given.
+    feed: FeedOptions | None = None
+    #: ``redundancy=[url, ...]``: what sessions 2, 3, ... open instead of ``connect``.
+    alternates: tuple[ConnectOptions, ...] = ()
 
 
 class ConnectKeywords(TypedDict, total=False):
@@ -462,6 +536,15 @@ class PoolKeywords(ConnectKeywords, total=False):
     on_pong: Callable[[Connection, bytes], object] | None
     on_data: Callable[[Connection, Any, int, bool], object] | None
     on_reconnect: Callable[[Connection], object] | None
+    on_gap: Callable[[Connection, int, int], object] | None
+    subscribe: Any
+    send_rate: float | RateLimit | None
+    max_age: float | None
+    stale_after: float | None
+    heartbeat: float | Heartbeat | None
+    redundancy: int | Sequence[str]
+    dedupe: Callable[[Any], Any] | None
+    sequence: Callable[[Any], int | None] | None
 
 
 # --------------------------------------------------------------------- building
@@ -544,6 +627,7 @@ def pool_options(
                 f"ping_timeout ({timeout}s) must be shorter than ping_interval "
                 f"({interval}s): raise ping_interval or lower ping_timeout"
             )
+        feed, alternates = _feed(values, connect)
         return PoolOptions(
             connect=connect,
             ping_interval=interval,
@@ -553,7 +637,64 @@ def pool_options(
             max_queue_bytes=values["max_queue_bytes"],
             reconnect=values["reconnect"],
             callbacks=Callbacks(**{name: values[name] for name in _CALLBACK_NAMES}),
+            feed=feed,
+            alternates=alternates,
         )
+
+
+_FEED_NAMES: Final = (
+    "subscribe",
+    "send_rate",
+    "max_age",
+    "stale_after",
+    "heartbeat",
+    "dedupe",
+    "sequence",
+)
+
+
+def _feed(
+    values: Mapping[str, Any], connect: ConnectOptions
+) -> tuple[FeedOptions | None, tuple[ConnectOptions, ...]]:
+    """The feed options checked together, and the ConnectOptions of ``redundancy``'s URLs."""
+    redundancy = values["redundancy"]
+    if redundancy == 1 and all(values[name] is None for name in _FEED_NAMES):
+        if values["on_gap"] is not None:
+            raise WebSocketConfigurationException(
+                "on_gap needs sequence=: a function returning each message's sequence number"
+            )
+        return None, ()
+    alternates: tuple[ConnectOptions, ...] = ()
+    if isinstance(redundancy, tuple):
+        alternates = tuple(_connect(parse_url(url), values) for url in redundancy)
+        redundancy = 1 + len(alternates)
+    if connect.sock is not None and (redundancy > 1 or values["max_age"] is not None):
+        raise WebSocketConfigurationException(
+            "socket= cannot be combined with redundancy or max_age: the given socket can "
+            "carry one session only"
+        )
+    if redundancy > 1 and values["dedupe"] is None:
+        raise WebSocketConfigurationException(
+            f"redundancy={values['redundancy']!r} needs dedupe=: a function giving each "
+            "message a key (e.g. its sequence number), so that a message that arrives on "
+            "several sessions is delivered once"
+        )
+    if values["on_gap"] is not None and values["sequence"] is None:
+        raise WebSocketConfigurationException(
+            "on_gap needs sequence=: a function returning each message's sequence number"
+        )
+    feed = FeedOptions(
+        subscribe=values["subscribe"],
+        send_rate=values["send_rate"],
+        max_age=values["max_age"],
+        stale_after=values["stale_after"],
+        heartbeat=values["heartbeat"],
+        redundancy=redundancy,
+        alternates=tuple(a.url.redacted for a in alternates),
+        dedupe=values["dedupe"],
+        sequence=values["sequence"],
+    )
+    return feed, alternates
 
 
 class _naming:

@@ -32,8 +32,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from wspool.exceptions import (
@@ -42,18 +43,22 @@ from wspool.exceptions import (
     WebSocketBadStatusException,
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
+    WebSocketStaleFeedException,
     WebSocketTLSException,
 )
+from wspool.pool.backoff import ReconnectPolicy
 from wspool.pool.delivery import DeliveryQueue
-from wspool.pool.session import Session
+from wspool.pool.feed import FeedOptions, StreamFilter, encode_payload, payloads_of
+from wspool.pool.session import Session, SessionState
 from wspool.protocol.events import Event, Message, Ping, Pong, ProtocolError
 from wspool.protocol.frames import CloseCode, Opcode, encode_close_payload
 
 if TYPE_CHECKING:
     from wspool.options import Callbacks, PoolOptions
     from wspool.pool.dispatcher import Dispatcher, TimerHandle
+    from wspool.protocol.client_protocol import ClientProtocol
 
-__all__ = ["Connection", "ConnectionOwner", "ConnectionState", "ConnectionStats"]
+__all__ = ["Connection", "ConnectionOwner", "ConnectionState", "ConnectionStats", "SessionRole"]
 
 logger = logging.getLogger("wspool")
 
@@ -141,10 +146,40 @@ class ConnectionStats:
     opened_at: float | None = None
     paused: bool = False
     pauses: int = 0
+    # Feed-grade streams (docs/feeds.md).  Dispatcher: rotations (a replacement took
+    # over at its first data message), stale_replacements (stale_after or a missed
+    # heartbeat), failovers (a session was lost while another carried on),
+    # heartbeat_rtt; under send_lock: send_waited (seconds messages waited for a
+    # send_rate token, in all), sends_dropped (paced messages that never got a token:
+    # the session closed first).  The worker: duplicates_dropped, gaps.
+    rotations: int = 0
+    stale_replacements: int = 0
+    failovers: int = 0
+    duplicates_dropped: int = 0
+    gaps: int = 0
+    heartbeat_rtt: float | None = None
+    send_waited: float = 0.0
+    sends_dropped: int = 0
     # (seconds of the pauses that ended, time.monotonic() the current one began or
     # None): one tuple replaced whole, so a reader on another thread never adds a
     # pause twice or misses one that just ended.
     _pause_clock: tuple[float, float | None] = field(default=(0.0, None), init=False, repr=False)
+    # The same for the time without any open session after the first open.
+    _down_clock: tuple[float, float | None] = field(default=(0.0, None), init=False, repr=False)
+
+    @property
+    def down_total(self) -> float:
+        """Seconds the stream had no open session since it first opened (reconnects)."""
+        ended, since = self._down_clock
+        return ended if since is None else ended + time.monotonic() - since
+
+    def down_started(self) -> None:
+        if self._down_clock[1] is None:
+            self._down_clock = (self._down_clock[0], time.monotonic())
+
+    def down_ended(self) -> None:
+        if self._down_clock[1] is not None:
+            self._down_clock = (self.down_total, None)
 
     @property
     def paused_total(self) -> float:
@@ -168,6 +203,7 @@ class ConnectionStats:
     def as_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__ if name[0] != "_"}
         data["paused_total"] = self.paused_total
+        data["down_total"] = self.down_total
         return data
 
 
@@ -186,6 +222,56 @@ class _Closed:
 @dataclass(slots=True)
 class _Failed:
     error: BaseException
+
+
+# Feed markers (dispatcher -> the worker's StreamFilter), in order with the messages.
+@dataclass(slots=True)
+class _Source:
+    """The session with this bit starts (``live``) or stopped delivering."""
+
+    bit: int
+    live: bool
+
+
+@dataclass(slots=True)
+class _From:
+    """The messages after this marker come from the session with this bit."""
+
+    bit: int
+
+
+class SessionRole(Enum):
+    """What one session does for its stream (feed options; docs/feeds.md)."""
+
+    #: Carries ``send()``; when it is lost with no other open session, the stream is
+    #: down (``on_close``, then a reconnect and ``on_open``).
+    PRIMARY = "primary"
+    #: ``redundancy``: receives and delivers too (``dedupe`` drops what both see).
+    STANDBY = "standby"
+    #: Opened to take over another session (``max_age``, ``stale_after``,
+    #: ``heartbeat``, a server's 1001/1012): takes its role at its first data message.
+    REPLACEMENT = "replacement"
+    #: Replaced: closing; what it still receives is delivered only with ``dedupe``.
+    RETIRING = "retiring"
+
+
+@dataclass(slots=True, eq=False)
+class _Member:
+    """One session of a feed stream and what the stream keeps for it (dispatcher only)."""
+
+    session: Session
+    role: SessionRole
+    bit: int  # its source bit for the StreamFilter
+    slot: int  # which URL: 0 the connection's, i the i-th of redundancy=[...]
+    replaces: _Member | None = None
+    replacement: _Member | None = None
+    last_data: float | None = None  # time.monotonic() of its last data message
+    heartbeat_sent: float | None = None  # time.monotonic() of the unanswered heartbeat
+    timers: dict[str, TimerHandle] = field(default_factory=dict)
+
+
+#: The server is going away or restarting: a replacement starts at once.
+_SHUTDOWN_CODES: Final = frozenset({CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART})
 
 
 class Connection:
@@ -211,6 +297,17 @@ class Connection:
         self._attempt = 0  # consecutive failed attempts, for the backoff (dispatcher only)
         self._opens = 0  # sessions that opened (dispatcher only)
         self._current: str | None = None  # see _deliver (the worker only)
+        # Feed-grade streams (pool/feed.py); all None/empty without feed options.
+        feed = self._feed = options.feed
+        self._members: list[_Member] = []  # every session of the stream (see _member)
+        self._final: tuple[int, str] | None = None  # the end waiting for _members
+        self._aux_attempt = 0  # failed standby/replacement attempts (dispatcher)
+        self._last_source = 0  # the bit of the last _From queued (dispatcher)
+        self._source = 0  # the bit of the session being delivered (the worker)
+        self._stream = StreamFilter(feed) if feed is not None and feed.filters else None
+        heartbeat = feed.heartbeat if feed is not None else None
+        self._heartbeat_reply = heartbeat.matcher() if heartbeat is not None else None
+        self._heartbeat_data = encode_payload(heartbeat.payload)[0] if heartbeat is not None else ""
         # add_done_callback(): run once by _end, outside _lock (guarded by it).
         self._done_callbacks: list[Callable[[Connection], object]] = []
         self._queue = DeliveryQueue(
@@ -262,6 +359,14 @@ class Connection:
         data = self.stats.as_dict()
         data["state"] = self._state.value
         data["queue_depth"] = self._queue.qsize
+        session = self._session
+        data["send_queue"] = session.paced_depth if session is not None else 0
+        members = self._members
+        data["sessions"] = (
+            sum(1 for m in members if m.session.state is SessionState.OPEN)
+            if self._feed is not None
+            else int(session is not None and session.state is SessionState.OPEN)
+        )
         data["url"] = self.url
         data["label"] = self.label
         return data
@@ -335,6 +440,9 @@ class Connection:
                 # Under the lock: the session cannot be replaced meanwhile.  Its close
                 # frame is built now, behind anything already sent.
                 session.start_close(status, reason)
+            others = [m.session for m in self._members if m.session is not session]
+        for other in others:
+            other.start_close(status, reason)
         if session is None and old is not ConnectionState.CLOSED:
             self._owner.dispatcher.call_soon(self._end_if_idle, CloseCode.NORMAL_CLOSURE)
 
@@ -343,8 +451,11 @@ class Connection:
         with self._lock:
             old = self._transition("close")
             session = self._session
+            others = [m.session for m in self._members if m.session is not session]
         if old is ConnectionState.CLOSED:
             return
+        for other in others:
+            self._owner.dispatcher.call_soon(other.abort)
         if session is not None:
             self._owner.dispatcher.call_soon(session.abort)
         else:
@@ -390,6 +501,15 @@ class Connection:
     def start(self) -> None:
         """Open the first session (dispatcher thread; called once by the pool)."""
         self._start_session()
+        feed = self._feed
+        if feed is not None:
+            self._restore_redundancy()
+
+    def _new_session(self, slot: int) -> Session:
+        options = self.options
+        if slot:
+            options = replace(options, connect=options.alternates[slot - 1])
+        return Session(self, options, self._owner.dispatcher, self._owner.executor, self.stats)
 
     def _start_session(self) -> None:
         with self._lock:
@@ -398,13 +518,11 @@ class Connection:
             else:
                 if self._state is ConnectionState.RECONNECTING:
                     self._transition("retry")
-                session = self._session = Session(
-                    self,
-                    self.options,
-                    self._owner.dispatcher,
-                    self._owner.executor,
-                    self.stats,
-                )
+                session = self._session = self._new_session(0)
+                if self._feed is not None:
+                    self._members.append(
+                        _Member(session, SessionRole.PRIMARY, self._free_bit(), self._free_slot())
+                    )
                 if self._queue.paused:
                     # Callbacks are still behind: the new socket starts paused.  If the
                     # worker resumes meanwhile, its posted resume reaches this session.
@@ -419,6 +537,25 @@ class Connection:
         self._start_session()
 
     def session_opened(self, session: Session) -> None:
+        if self._feed is None:
+            self._primary_opened(session)
+            return
+        member = self._member(session)
+        if member is None:
+            return
+        self._member_opened(member)
+        if session is self._session:
+            self._primary_opened(session)
+        elif self._state is ConnectionState.CLOSING or self._owner.closing:
+            session.start_close(CloseCode.NORMAL_CLOSURE, "")
+        elif self._state is not ConnectionState.OPEN:
+            # The stream has no open session (it is reconnecting): this one takes over.
+            self._adopt(member)
+            self._primary_opened(session)
+        if session is self._session:
+            self._restore_redundancy()
+
+    def _primary_opened(self, session: Session) -> None:
         with self._lock:
             old = self._transition("opened")
         reconnected = self._opens > 0
@@ -427,6 +564,7 @@ class Connection:
         stats.opened_at = time.time()
         if reconnected:
             stats.reconnects += 1
+            stats.down_ended()
         self._queue.put(_Opened(reconnected))
         if old is ConnectionState.CLOSING:
             session.start_close(CloseCode.NORMAL_CLOSURE, "")
@@ -436,6 +574,9 @@ class Connection:
     ) -> None:
         stats = self.stats
         stats.bytes_in += size
+        if self._feed is not None:
+            self._feed_events(session, events, size, messages)
+            return
         if messages:
             stats.messages_in += messages
             stats.last_message_at = time.time()
@@ -444,20 +585,52 @@ class Connection:
             stats.last_rtt = rtt
         self._queue.put_many(events, size)
 
+    def session_closing(self, session: Session, code: int) -> None:
+        """A close frame from the server.  1001/1012 announce a shutdown or restart:
+        with feed options (and reconnects or rotation on), the replacement starts now,
+        not after the old socket ended and a backoff passed."""
+        feed = self._feed
+        if feed is None or code not in _SHUTDOWN_CODES:
+            return
+        if self.options.reconnect is None and feed.max_age is None and feed.redundancy == 1:
+            return
+        member = self._member(session)
+        if member is not None and member.role in (SessionRole.PRIMARY, SessionRole.STANDBY):
+            self._start_replacement(member)
+
     def session_closed(
         self, session: Session, code: int, reason: str, error: BaseException | None
     ) -> None:
-        if session is not self._session:
+        if self._feed is not None:
+            member = self._member(session)
+            if member is None:
+                return
+            self._member_closed(member)
+            if session is not self._session:
+                self._aux_closed(member, error)
+                return
+            successor = self._successor(member)
+            if successor is not None:
+                self._fail_over(member, successor, error)
+                return
+        elif session is not self._session:
             return
         if error is not None:
             self._queue.put(_Failed(error))
         if session.opened_at is not None:
             self._queue.put(_Closed(code, reason))  # on_close pairs with that on_open
+            self.stats.down_started()
         with self._lock:
             self._session = None
             delay = self._next_delay(session, code, error)
-            if delay is not None:
+            # A session of the stream is already opening (a replacement, a standby):
+            # it is the next attempt, now, even without a reconnect policy.
+            adopt = self._feed is not None and self._can_adopt()
+            if delay is not None or adopt:
                 self._transition("lost")
+        if adopt:
+            self._adopt_connecting()
+            return
         if delay is None:
             self._end(code, reason)
             return
@@ -495,6 +668,16 @@ class Connection:
             self._end(code, "closed by the user")
 
     def _end(self, code: int, reason: str) -> None:
+        if self._members:
+            # Other sessions of the stream are still up (retiring, standbys): close
+            # them; the last one to end ends the stream with this code.
+            with self._lock:
+                self._transition("close")
+                self._final = (code, reason)
+                sessions = [m.session for m in self._members]
+            for session in sessions:
+                session.start_close(CloseCode.NORMAL_CLOSURE, "")
+            return
         with self._lock:
             if self._state is ConnectionState.CLOSED:
                 return
@@ -508,6 +691,435 @@ class Connection:
         self._owner.connection_ended(self)
         for fn in done:
             self._run_done_callback(fn)
+
+    # ------------------------------------------- feed-grade streams (dispatcher)
+    #
+    # With any feed option (pool/feed.py) every session of the stream has a _Member
+    # in _members (the primary included): its role, its timers, its source bit.
+    # _members is changed by the dispatcher under _lock (close() reads it from other
+    # threads); everything else here is the dispatcher's own.
+
+    def _member(self, session: Session) -> _Member | None:
+        for member in self._members:
+            if member.session is session:
+                return member
+        return None
+
+    def _free_bit(self) -> int:
+        used = 0
+        for member in self._members:
+            used |= member.bit
+        bit = 1
+        while used & bit:
+            bit <<= 1
+        return bit
+
+    def _free_slot(self) -> int:
+        """The URL slot for a new session: the first not held by a live member."""
+        feed = self._feed
+        if feed is None or not self.options.alternates:
+            return 0
+        used = {m.slot for m in self._members if m.role is not SessionRole.RETIRING}
+        for slot in range(1 + len(self.options.alternates)):
+            if slot not in used:
+                return slot
+        return 0
+
+    def _start_member(
+        self, role: SessionRole, slot: int, replaces: _Member | None = None
+    ) -> _Member | None:
+        with self._lock:
+            if self._state is ConnectionState.CLOSING or self._state is ConnectionState.CLOSED:
+                return None
+            session = self._new_session(slot)
+            member = _Member(session, role, self._free_bit(), slot, replaces=replaces)
+            self._members.append(member)
+            if self._queue.paused:
+                session.pause_reading()
+        if replaces is not None:
+            replaces.replacement = member
+        session.start()
+        return member
+
+    def _member_timer(
+        self, member: _Member, name: str, delay: float, fn: Callable[[], None]
+    ) -> None:
+        old = member.timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        member.timers[name] = self._owner.dispatcher.call_later(delay, fn)
+
+    def _member_opened(self, member: _Member) -> None:
+        feed = self._feed
+        assert feed is not None
+        session = member.session
+        if feed.subscribe is not None:
+            self._subscribe(session, feed)
+        if feed.filters:
+            self._queue.put(_Source(member.bit, True))
+        if feed.max_age is not None:
+            self._member_timer(
+                member,
+                "rotate",
+                feed.max_age - feed.rotation_lead,
+                partial(self._start_replacement, member),
+            )
+            self._member_timer(member, "age", feed.max_age, partial(self._age_reached, member))
+        if feed.stale_after is not None:
+            self._member_timer(
+                member, "stale", feed.stale_after, partial(self._check_stale, member)
+            )
+        if feed.heartbeat is not None:
+            self._member_timer(
+                member,
+                "heartbeat",
+                feed.heartbeat.interval,
+                partial(self._send_heartbeat, member),
+            )
+
+    def _subscribe(self, session: Session, feed: FeedOptions) -> None:
+        """The subscriptions, first on the new session (before any send of the user:
+        the stream is not OPEN yet).  A callable runs here, on the dispatcher."""
+        assert feed.subscribe is not None
+        try:
+            payloads = payloads_of(feed.subscribe, self)
+        except Exception as exc:
+            self._queue.put(
+                _Failed(
+                    CallbackError(
+                        url=self.url,
+                        label=self.label,
+                        callback="subscribe",
+                        event=None,
+                        original=exc,
+                    )
+                )
+            )
+            return
+        for data, _text in payloads:
+            try:
+                session.send_built(partial(_build_message, data), message=True)
+            except WebSocketConnectionClosedException:
+                return
+
+    def _member_closed(self, member: _Member) -> None:
+        with self._lock:
+            self._members.remove(member)
+        for handle in member.timers.values():
+            handle.cancel()
+        member.timers.clear()
+        feed = self._feed
+        assert feed is not None
+        if feed.filters and member.session.opened_at is not None:
+            self._queue.put(_Source(member.bit, False))
+            self._last_source = 0
+        if member.replaces is not None and member.replaces.replacement is member:
+            member.replaces.replacement = None
+        replacement = member.replacement
+        if replacement is not None:
+            # What it was to replace is gone.  A standby's replacement is a standby
+            # now; the primary's stays a replacement until _successor or
+            # _adopt_connecting makes it the primary.
+            replacement.replaces = None
+            member.replacement = None
+            if member.role is SessionRole.STANDBY:
+                replacement.role = SessionRole.STANDBY
+
+    def _successor(self, lost: _Member) -> _Member | None:
+        """An open session to carry the stream on after the primary ``lost``."""
+        if self._state is ConnectionState.CLOSING or self._owner.closing:
+            return None
+        candidates = [
+            m
+            for m in self._members
+            if m.session.state is SessionState.OPEN and m.role is not SessionRole.RETIRING
+        ]
+        # Its own replacement first (it was opened for this), then standbys.
+        candidates.sort(key=lambda m: m.role is not SessionRole.REPLACEMENT)
+        return candidates[0] if candidates else None
+
+    def _fail_over(self, lost: _Member, successor: _Member, error: BaseException | None) -> None:
+        with self._lock:
+            successor.role = SessionRole.PRIMARY
+            successor.replaces = None
+            self._session = successor.session
+        stats = self.stats
+        if error is not None:
+            stats.failovers += 1
+            self._queue.put(_Failed(error))
+        self._restore_redundancy()
+
+    def _aux_closed(self, member: _Member, error: BaseException | None) -> None:
+        """A session other than the primary ended."""
+        if self._state is ConnectionState.CLOSING:
+            if not self._members and self._session is None:
+                code, reason = self._final or (CloseCode.NORMAL_CLOSURE, "closed by the user")
+                self._end(code, reason)
+            return
+        if member.role is SessionRole.RETIRING:
+            return
+        if error is not None:
+            self._queue.put(_Failed(error))
+        replaced = member.replaces
+        if replaced is not None:
+            # A replacement that failed to open: try again later while the session it
+            # was for still works.
+            self._member_retry(lambda: self._start_replacement(replaced))
+        elif member.role is SessionRole.STANDBY:
+            self._member_retry(self._restore_redundancy)
+
+    def _member_retry(self, fn: Callable[[], None]) -> None:
+        policy = self.options.reconnect or _STANDBY_POLICY
+        delay = policy.delay(min(self._aux_attempt, 16))
+        self._aux_attempt += 1
+        self._owner.dispatcher.call_later(delay, fn)
+
+    def _restore_redundancy(self) -> None:
+        feed = self._feed
+        if feed is None or self._owner.closing:
+            return
+        if self._state is ConnectionState.CLOSING or self._state is ConnectionState.CLOSED:
+            return
+        live = sum(
+            1
+            for m in self._members
+            if m.role is not SessionRole.RETIRING and m.role is not SessionRole.REPLACEMENT
+        )
+        for _ in range(feed.redundancy - live):
+            self._start_member(SessionRole.STANDBY, self._free_slot())
+
+    def _adopt(self, member: _Member) -> None:
+        """An open session becomes the primary of a stream that has none open."""
+        with self._lock:
+            timer, self._retry_timer = self._retry_timer, None
+            if timer is not None:
+                timer.cancel()
+            previous = self._session
+            old = None
+            if previous is not None:
+                old = self._member(previous)
+            if self._state is ConnectionState.RECONNECTING:
+                self._transition("retry")
+            member.role = SessionRole.PRIMARY
+            member.replaces = None
+            self._session = member.session
+        if old is not None and old is not member:
+            # The attempt that was to reopen the stream: a standby now, or not needed.
+            if self._feed is not None and self._feed.redundancy > 1:
+                old.role = SessionRole.STANDBY
+            else:
+                old.role = SessionRole.RETIRING
+                old.session.start_close(CloseCode.NORMAL_CLOSURE, "")
+
+    def _can_adopt(self) -> bool:
+        if self._state is ConnectionState.CLOSING or self._owner.closing:
+            return False
+        return any(m.role is not SessionRole.RETIRING for m in self._members)
+
+    def _adopt_connecting(self) -> None:
+        """The primary was lost: a session already opening (a replacement, a standby)
+        becomes the next attempt instead of a backoff (see _can_adopt)."""
+        member = next(m for m in self._members if m.role is not SessionRole.RETIRING)
+        with self._lock:
+            self._transition("retry")
+            member.role = SessionRole.PRIMARY
+            member.replaces = None
+            self._session = member.session
+
+    def _start_replacement(self, member: _Member) -> None:
+        member.timers.pop("rotate", None)
+        if (
+            member.replacement is not None
+            or member not in self._members
+            or member.role in (SessionRole.RETIRING, SessionRole.REPLACEMENT)
+            or self._state is not ConnectionState.OPEN
+            or self._owner.closing
+        ):
+            return
+        self._start_member(SessionRole.REPLACEMENT, member.slot, replaces=member)
+
+    def _age_reached(self, member: _Member) -> None:
+        """``max_age``: the replacement takes over now if it is open, data or not."""
+        member.timers.pop("age", None)
+        replacement = member.replacement
+        if replacement is not None and replacement.session.state is SessionState.OPEN:
+            self._promote(replacement)
+
+    def _promote(self, member: _Member) -> None:
+        """A replacement takes over the role of the session it replaces, which closes."""
+        old = member.replaces
+        member.replaces = None
+        if old is None or old not in self._members:
+            if member.role is SessionRole.REPLACEMENT:
+                member.role = SessionRole.STANDBY
+            return
+        old.replacement = None
+        with self._lock:
+            member.role = old.role
+            old.role = SessionRole.RETIRING
+            if old.session is self._session:
+                self._session = member.session
+        self.stats.rotations += 1
+        for handle in old.timers.values():
+            handle.cancel()
+        old.timers.clear()
+        old.session.start_close(CloseCode.NORMAL_CLOSURE, "rotated")
+
+    def _check_stale(self, member: _Member) -> None:
+        feed = self._feed
+        assert feed is not None and feed.stale_after is not None
+        member.timers.pop("stale", None)
+        if member not in self._members or member.role is SessionRole.RETIRING:
+            return
+        now = time.monotonic()
+        since = member.last_data or member.session.opened_at or now
+        idle = now - since
+        if idle < feed.stale_after:
+            self._member_timer(
+                member,
+                "stale",
+                feed.stale_after - idle,
+                partial(self._check_stale, member),
+            )
+            return
+        self._replace_silent(
+            member,
+            WebSocketStaleFeedException(
+                f"no data message for {idle:.1f}s (stale_after={feed.stale_after}s) although "
+                "the connection is up; the session is replaced",
+                url=member.session.url.redacted,
+            ),
+        )
+        self._member_timer(member, "stale", feed.stale_after, partial(self._check_stale, member))
+
+    def _replace_silent(self, member: _Member, error: WebSocketStaleFeedException) -> None:
+        """A session went silent (stale_after) or missed its heartbeat: make before
+        break.  A second time, with its replacement open, the replacement takes over;
+        a silent replacement itself takes over from the silent session it replaces."""
+        if member.role is SessionRole.REPLACEMENT:
+            self._promote(member)
+            return
+        replacement = member.replacement
+        if replacement is None:
+            self.stats.stale_replacements += 1
+            self._queue.put(_Failed(error))
+            self._start_replacement(member)
+        elif replacement.session.state is SessionState.OPEN:
+            self._promote(replacement)
+
+    def _send_heartbeat(self, member: _Member) -> None:
+        feed = self._feed
+        assert feed is not None and feed.heartbeat is not None
+        heartbeat = feed.heartbeat
+        member.timers.pop("heartbeat", None)
+        if member not in self._members or member.role is SessionRole.RETIRING:
+            return
+        try:
+            member.session.send_built(partial(_build_message, self._heartbeat_data), message=True)
+        except WebSocketConnectionClosedException:
+            return
+        if member.heartbeat_sent is None:
+            member.heartbeat_sent = time.monotonic()
+            self._member_timer(
+                member,
+                "heartbeat-reply",
+                heartbeat.deadline,
+                partial(self._heartbeat_missed, member),
+            )
+        self._member_timer(
+            member, "heartbeat", heartbeat.interval, partial(self._send_heartbeat, member)
+        )
+
+    def _heartbeat_missed(self, member: _Member) -> None:
+        feed = self._feed
+        assert feed is not None and feed.heartbeat is not None
+        member.timers.pop("heartbeat-reply", None)
+        if member not in self._members or member.role is SessionRole.RETIRING:
+            return
+        member.heartbeat_sent = None
+        self._replace_silent(
+            member,
+            WebSocketStaleFeedException(
+                f"no reply to the heartbeat within {feed.heartbeat.deadline}s "
+                f"(heartbeat interval {feed.heartbeat.interval}s); the session is replaced",
+                url=member.session.url.redacted,
+            ),
+        )
+
+    def _feed_events(self, session: Session, events: list[Event], size: int, messages: int) -> None:
+        member = self._member(session)
+        if member is None:
+            return
+        stats = self.stats
+        if messages:
+            now = time.monotonic()
+            matches = self._heartbeat_reply
+            if matches is not None:
+                events, messages, size = self._take_replies(member, events, matches, now)
+        if messages:
+            member.last_data = now
+            stats.messages_in += messages
+            stats.last_message_at = time.time()
+            if member.role is SessionRole.REPLACEMENT:
+                self._promote(member)
+        role = member.role
+        if role is SessionRole.PRIMARY:
+            rtt = session.last_rtt
+            if rtt is not None:
+                stats.last_rtt = rtt
+            delivered = events
+        else:
+            # Other sessions deliver data (deduped), and violations (so that the
+            # session's deferred failure is released, Session._defer_failure).
+            keep_messages = role is SessionRole.STANDBY or (
+                role is not SessionRole.REPLACEMENT
+                and self._feed is not None
+                and self._feed.dedupe is not None
+            )
+            delivered = [
+                e
+                for e in events
+                if (type(e) is Message and keep_messages) or type(e) is ProtocolError
+            ]
+            if not delivered:
+                return
+        filters = self._feed is not None and self._feed.filters
+        if filters and self._last_source != member.bit:
+            self._last_source = member.bit
+            self._queue.put(_From(member.bit))
+        self._queue.put_many(delivered, size)
+
+    def _take_replies(
+        self,
+        member: _Member,
+        events: list[Event],
+        matches: Callable[[Any], bool],
+        now: float,
+    ) -> tuple[list[Event], int, int]:
+        """Consume heartbeat replies (never delivered); the first answers the pending
+        heartbeat (its round trip goes to stats.heartbeat_rtt)."""
+        kept: list[Event] = []
+        messages = size = 0
+        for event in events:
+            if type(event) is Message:
+                try:
+                    reply = matches(event.data)
+                except Exception:
+                    logger.exception("the heartbeat reply predicate of %s raised", self.url)
+                    reply = False
+                if reply:
+                    sent = member.heartbeat_sent
+                    if sent is not None:
+                        member.heartbeat_sent = None
+                        self.stats.heartbeat_rtt = now - sent
+                        handle = member.timers.pop("heartbeat-reply", None)
+                        if handle is not None:
+                            handle.cancel()
+                    continue
+                messages += 1
+                size += len(event.data)
+            kept.append(event)
+        return kept, messages, size
 
     # ------------------------------------------------------------ backpressure
 
@@ -541,6 +1153,8 @@ class Connection:
         callbacks = self.callbacks
         kind = type(item)
         if kind is Message:
+            if self._stream is not None and not self._admit(item):
+                return
             if callbacks.on_data is not None:
                 self._current = "on_data"
                 callbacks.on_data(self, item.data, item.opcode, True)
@@ -566,6 +1180,15 @@ class Connection:
                 callbacks.on_close(self, item.code, item.reason)
         elif kind is _Failed:
             self._report_error(item.error)
+        elif kind is _From:
+            self._source = item.bit
+        elif kind is _Source:
+            stream = self._stream
+            assert stream is not None
+            if item.live:
+                stream.source_started(item.bit)
+            else:
+                stream.source_ended(item.bit)
         elif kind is ProtocolError:
             # Every callback before the violation ran (their sends are queued on the
             # session): the dispatcher may now send the close frame (Session._defer_failure).
@@ -577,6 +1200,49 @@ class Connection:
         session = self._session
         if session is not None:
             session.failure_delivered(event)
+        for member in self._members:
+            if member.session is not session:
+                member.session.failure_delivered(event)
+
+    def _admit(self, item: Message) -> bool:
+        """``dedupe`` and ``sequence`` (the worker): whether ``item`` is delivered.  A
+        key or sequence function that raises is reported (CallbackError) and the
+        message is delivered unchecked; on_gap raising does not stop the message."""
+        feed = self._feed
+        stream = self._stream
+        assert feed is not None and stream is not None
+        key_of = feed.dedupe
+        if key_of is not None:
+            try:
+                key = key_of(item.data)
+            except Exception as exc:
+                self._current = "dedupe"
+                self._callback_failed(exc, item)
+            else:
+                if stream.duplicate(key, self._source or 1):
+                    self.stats.duplicates_dropped += 1
+                    return False
+        number_of = feed.sequence
+        if number_of is not None:
+            try:
+                number = number_of(item.data)
+            except Exception as exc:
+                self._current = "sequence"
+                self._callback_failed(exc, item)
+                return True
+            if number is None:
+                return True
+            expected = stream.gap(number)
+            if expected is not None:
+                self.stats.gaps += 1
+                on_gap = self.callbacks.on_gap
+                if on_gap is not None:
+                    try:
+                        on_gap(self, expected, number)
+                    except Exception as exc:
+                        self._current = "on_gap"
+                        self._callback_failed(exc, item)
+        return True
 
     def _report_error(self, error: BaseException) -> None:
         on_error = self.callbacks.on_error
@@ -602,6 +1268,14 @@ class Connection:
         )
         self._report_error(error)
 
+
+def _build_message(data: str | bytes, protocol: ClientProtocol) -> bytes:
+    return protocol.send_message(data)
+
+
+#: Standbys and replacements that fail to open retry on this schedule when the
+#: connection has no ``reconnect`` policy of its own.
+_STANDBY_POLICY: Final = ReconnectPolicy()
 
 #: The callback an event goes to, for error reports (see Connection._deliver).
 _CALLBACK_OF_EVENT: dict[type, str] = {

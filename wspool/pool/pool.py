@@ -132,6 +132,9 @@ class Pool:
         # Backpressure: connections whose reading is paused now, pauses so far.
         totals["paused"] = sum(1 for entry in per if entry["paused"])
         totals["pauses"] = sum(entry["pauses"] for entry in per)
+        # Feed-grade streams (docs/feeds.md).
+        for key in ("rotations", "stale_replacements", "failovers", "duplicates_dropped", "gaps"):
+            totals[key] = sum(entry[key] for entry in per)
         totals["per_connection"] = per
         return totals
 

@@ -42,12 +42,14 @@ from wspool.exceptions import (
     WebSocketTimeoutException,
 )
 from wspool.opening import Opening
+from wspool.pool.feed import TokenBucket
 from wspool.protocol.client_protocol import ClientProtocol, ProtocolState
 from wspool.protocol.events import (
     CloseReceived,
     EndOfStream,
     Event,
     Message,
+    Ping,
     Pong,
     ProtocolError,
 )
@@ -112,6 +114,9 @@ class SessionOwner(Protocol):
         self, session: Session, events: list[Event], size: int, messages: int
     ) -> None: ...
 
+    def session_closing(self, session: Session, code: int) -> None:
+        """The server sent its close frame with ``code`` (the socket is still open)."""
+
     def session_closed(
         self, session: Session, code: int, reason: str, error: BaseException | None
     ) -> None: ...
@@ -124,6 +129,7 @@ class Session:
     # connection is a benchmark target).
     __slots__ = (
         "_addresses",
+        "_bucket",
         "_failure",
         "_failure_queued",
         "_flush_scheduled",
@@ -131,6 +137,8 @@ class Session:
         "_last_connect_error",
         "_lookup",
         "_outbox",
+        "_pace_scheduled",
+        "_paced",
         "_paused",
         "_ping_sent_at",
         "_plan",
@@ -209,6 +217,13 @@ class Session:
         # (see _defer_failure); None on every healthy connection.
         self._failure: ProtocolError | None = None
         self._failure_queued = False  # its close frame is queued (_fail_connection)
+        # send_rate (pool/feed.py): data frames wait in _paced, in build order, for a
+        # token; (frame, time queued).  Both under send_lock.
+        feed = options.feed
+        limit = feed.send_rate if feed is not None else None
+        self._bucket = TokenBucket(limit) if limit is not None else None
+        self._paced: list[tuple[bytes, float]] = []
+        self._pace_scheduled = False
 
     @property
     def url(self) -> WebSocketURL:
@@ -603,6 +618,9 @@ class Session:
                     size += len(event.data)  # type: ignore[union-attr]
                 elif kind is Pong:
                     self._pong(event)  # type: ignore[arg-type]
+                elif kind is Ping and self._bucket is not None and self._counts_control():
+                    with self.send_lock:  # our pong reply takes a token (count_control)
+                        self._bucket.tokens -= 1
                 elif kind is CloseReceived or kind is ProtocolError or kind is EndOfStream:
                     closing = event
         self.owner.session_events(self, events, size, messages)
@@ -619,6 +637,7 @@ class Session:
             self._cancel_timer("ping")
             self._cancel_timer("pong")
             self._timer("close", self.options.connect.close_timeout, self._close_timed_out)
+            self.owner.session_closing(self, event.code)
         elif isinstance(event, ProtocolError):
             self._defer_failure(event)
         elif isinstance(event, EndOfStream):
@@ -722,22 +741,86 @@ class Session:
     def send_built(self, build: Callable[[ClientProtocol], bytes], *, message: bool = False) -> int:
         """Build a frame with the core under ``send_lock`` and queue it (any thread).
 
-        ``message``: count it in the owner's ``messages_out``/``bytes_out`` (under the
-        lock, so concurrent senders do not lose counts)."""
+        ``message``: a data message: count it in the owner's ``messages_out``/
+        ``bytes_out`` (under the lock, so concurrent senders do not lose counts) and,
+        with ``send_rate``, let it leave only with a token (else it waits in order in
+        ``_paced``; the caller never blocks).  Other frames (pings) go at once; with
+        ``count_control`` they take a token too."""
         with self.send_lock:
             protocol = self.protocol
             if protocol is None or self.state is not SessionState.OPEN:
                 raise WebSocketConnectionClosedException(url=self.url.redacted)
             frame = build(protocol)
-            self._outbox.append(frame)
-            wake = self.schedule_flush()
+            bucket = self._bucket
+            wake = pace = False
+            if bucket is not None and (message or self._counts_control()):
+                now = time.monotonic()
+                bucket.refill(now)
+                if message and (self._paced or bucket.tokens < 1):
+                    self._paced.append((frame, now))
+                    if not self._pace_scheduled:
+                        self._pace_scheduled = pace = True
+                else:
+                    bucket.tokens -= 1
+                    self._outbox.append(frame)
+                    wake = self.schedule_flush()
+            else:
+                self._outbox.append(frame)
+                wake = self.schedule_flush()
             if message:
                 stats = self.stats
                 stats.messages_out += 1
                 stats.bytes_out += len(frame)
         if wake:
             self.dispatcher.call_soon(self._flush)
+        if pace:
+            self.dispatcher.call_soon(self._pace)
         return len(frame)
+
+    def _counts_control(self) -> bool:
+        feed = self.options.feed
+        return feed is not None and feed.send_rate is not None and feed.send_rate.count_control
+
+    def _pace(self) -> None:
+        """Release the paced frames that have tokens now (dispatcher thread); come back
+        when the next token is due."""
+        self._timers.pop("pace", None)
+        bucket = self._bucket
+        assert bucket is not None
+        with self.send_lock:
+            if self.state is not SessionState.OPEN and self.state is not SessionState.CLOSING:
+                self._pace_scheduled = False
+                return
+            now = time.monotonic()
+            bucket.refill(now)
+            paced = self._paced
+            released = 0
+            waited = 0.0
+            while released < len(paced) and bucket.tokens >= 1:
+                frame, queued_at = paced[released]
+                self._outbox.append(frame)
+                waited += now - queued_at
+                bucket.tokens -= 1
+                released += 1
+            del paced[:released]
+            self.stats.send_waited += waited
+            wait = bucket.wait_for_one() if paced else None
+            self._pace_scheduled = wait is not None
+        if released:
+            self._flush()
+        if wait is not None:
+            self._timer("pace", max(wait, 0.001), self._pace)
+
+    @property
+    def paced_depth(self) -> int:
+        """Messages waiting for a ``send_rate`` token."""
+        return len(self._paced)
+
+    def _drop_paced(self) -> None:
+        """Messages that never got a token die with the session (caller holds send_lock)."""
+        if self._paced:
+            self.stats.sends_dropped += len(self._paced)
+            self._paced.clear()
 
     # --------------------------------------------------------------- keepalive
 
@@ -871,6 +954,9 @@ class Session:
         with self.send_lock:
             protocol = self.protocol
             if protocol is not None and protocol.state is ProtocolState.OPEN:
+                # Paced messages would have to follow the close frame: they are dropped
+                # (and counted: stats.sends_dropped).
+                self._drop_paced()
                 frame = protocol.send_close(code, reason)
                 self._outbox.append(frame)
                 self.schedule_flush()
@@ -948,6 +1034,9 @@ class Session:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self._paced:
+            with self.send_lock:
+                self._drop_paced()
         self._lookup = None
         self._drop_socket()
         self.owner.session_closed(self, code, reason, error)
