@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy, Mode
 from feedserver import FeedServer
 from helpers import wait_until
 
@@ -335,3 +336,97 @@ def test_feed_options_are_checked_when_connecting(options: dict[str, Any], messa
 def test_feed_options_belong_to_the_pool() -> None:
     with pytest.raises(wspool.WebSocketConfigurationException, match=r"option of Pool\.connect"):
         wspool.connect("ws://127.0.0.1:9/", max_age=5)
+
+
+def test_redundancy_with_a_black_holed_session_loses_nothing(feed: FeedServer) -> None:
+    """A fault proxy black-holes one live session at a time (both directions: the TCP
+    connection stays up, nothing passes); keepalive declares it dead and it is
+    replaced while the other session carries the stream: zero gaps, zero duplicates."""
+    tape = Tape()
+    upstream = ("127.0.0.1", feed.server.port)
+    with FaultProxy(upstream) as proxy, wspool.Pool(workers=2) as pool:
+        conn = pool.connect(
+            f"{proxy.url}/",
+            subscribe="subscribe",
+            redundancy=2,
+            dedupe=seq_of,
+            sequence=seq_of,
+            ping_interval=0.2,
+            ping_timeout=0.15,
+            close_timeout=0.2,
+            reconnect=wspool.ReconnectPolicy(initial_delay=0.05, max_delay=0.1),
+            **tape.callbacks(gaps=True),
+        )
+        for _ in range(3):
+            assert wait_until(lambda: conn.stats_dict()["sessions"] == 2, WAIT)
+            time.sleep(0.2)
+            victim = proxy.links()[-1]
+            proxy.set_mode(Mode(blackhole=frozenset({"up", "down"})), ids=[victim.id])
+            assert wait_until(lambda v=victim: proxy.links(open_only=False)[-1].id != v.id, WAIT)
+        assert wait_until(lambda: conn.stats_dict()["sessions"] == 2, WAIT)
+        count = len(tape.seqs)
+        assert wait_until(lambda: len(tape.seqs) > count + 20, WAIT)
+        conn.close()
+        assert conn.wait_closed(WAIT)
+    tape.assert_contiguous()
+    assert tape.gaps == []
+    assert tape.events == ["open", "close 1000"]
+    assert any(isinstance(e, wspool.WebSocketTimeoutException) for e in tape.errors)
+
+
+def test_a_slow_consumer_is_not_taken_for_a_silent_feed(feed: FeedServer) -> None:
+    """Backpressure pauses reading for longer than stale_after: the watchdog counts
+    that silence as ours, not the feed's, and replaces nothing."""
+    tape = Tape()
+    slow_down = threading.Event()
+    slow_down.set()
+
+    def slow(conn: Connection, message: Any) -> None:
+        if slow_down.is_set():
+            time.sleep(0.2)
+        tape.on_message(conn, message)
+
+    with wspool.Pool(workers=2) as pool:
+        conn = pool.connect(
+            feed.url(),
+            subscribe="subscribe",
+            stale_after=0.3,
+            max_queue=4,
+            on_message=slow,
+        )
+        assert wait_until(lambda: conn.stats.pauses >= 2 and len(tape.seqs) >= 8, WAIT)
+        slow_down.clear()  # the backlog then drains at once and close() is quick
+        conn.close()
+        assert conn.wait_closed(WAIT)
+    assert conn.stats.stale_replacements == 0
+    assert feed.connections == 1
+
+
+@pytest.mark.usefixtures("no_fd_leaks", "no_thread_leaks")
+@pytest.mark.parametrize("how", ["close", "pool-close", "abort"])
+def test_closing_in_the_middle_of_rotations_leaves_nothing_behind(
+    feed: FeedServer, how: str
+) -> None:
+    """close(), Pool.close() or abort() while a redundant stream rotates: every
+    session ends, on_close runs once, no socket or thread is left."""
+    tape = Tape()
+    with wspool.Pool(workers=2) as pool:
+        conn = pool.connect(
+            feed.url(),
+            subscribe="subscribe",
+            redundancy=2,
+            max_age=0.4,
+            dedupe=seq_of,
+            **tape.callbacks(),
+        )
+        assert wait_until(lambda: conn.stats.rotations >= 2, WAIT)
+        if how == "close":
+            conn.close()
+        elif how == "abort":
+            conn.abort()
+        else:
+            pool.close()
+        assert conn.wait_closed(WAIT)
+    assert tape.events[0] == "open" and tape.events[-1].startswith("close")
+    assert tape.events.count("open") == 1 and len(tape.events) == 2
+    assert conn.stats_dict()["sessions"] == 0

@@ -520,9 +520,11 @@ class Connection:
                     self._transition("retry")
                 session = self._session = self._new_session(0)
                 if self._feed is not None:
-                    self._members.append(
-                        _Member(session, SessionRole.PRIMARY, self._free_bit(), self._free_slot())
+                    member = _Member(
+                        session, SessionRole.PRIMARY, self._free_bit(), self._free_slot()
                     )
+                    self._members.append(member)
+                    self._source_started(member)
                 if self._queue.paused:
                     # Callbacks are still behind: the new socket starts paused.  If the
                     # worker resumes meanwhile, its posted resume reaches this session.
@@ -734,12 +736,21 @@ class Connection:
             session = self._new_session(slot)
             member = _Member(session, role, self._free_bit(), slot, replaces=replaces)
             self._members.append(member)
+            self._source_started(member)
             if self._queue.paused:
                 session.pause_reading()
         if replaces is not None:
             replaces.replacement = member
         session.start()
         return member
+
+    def _source_started(self, member: _Member) -> None:
+        """Queued when the session starts connecting, not when it opens: from then on
+        the StreamFilter remembers what the others deliver, so the new session's first
+        messages are recognised (see StreamFilter)."""
+        feed = self._feed
+        if feed is not None and feed.filters:
+            self._queue.put(_Source(member.bit, True))
 
     def _member_timer(
         self, member: _Member, name: str, delay: float, fn: Callable[[], None]
@@ -755,8 +766,6 @@ class Connection:
         session = member.session
         if feed.subscribe is not None:
             self._subscribe(session, feed)
-        if feed.filters:
-            self._queue.put(_Source(member.bit, True))
         if feed.max_age is not None:
             self._member_timer(
                 member,
@@ -810,7 +819,7 @@ class Connection:
         member.timers.clear()
         feed = self._feed
         assert feed is not None
-        if feed.filters and member.session.opened_at is not None:
+        if feed.filters:
             self._queue.put(_Source(member.bit, False))
             self._last_source = 0
         if member.replaces is not None and member.replaces.replacement is member:
@@ -928,6 +937,19 @@ class Connection:
 
     def _start_replacement(self, member: _Member) -> None:
         member.timers.pop("rotate", None)
+        if member.role is SessionRole.REPLACEMENT and member in self._members:
+            # Its own rotation came due before it took over (no data yet): ask again
+            # shortly, or the stream would never rotate again.
+            feed = self._feed
+            if feed is None or feed.max_age is None:
+                return
+            self._member_timer(
+                member,
+                "rotate",
+                min(feed.rotation_lead, 1.0),
+                partial(self._start_replacement, member),
+            )
+            return
         if (
             member.replacement is not None
             or member not in self._members
@@ -972,6 +994,11 @@ class Connection:
         if member not in self._members or member.role is SessionRole.RETIRING:
             return
         now = time.monotonic()
+        if self.stats.paused:
+            # Backpressure: we stopped reading, so the silence is ours, not the feed's
+            # (as for the keepalive: docs/architecture.md, "Keepalive under
+            # backpressure").  The watchdog starts over once reading resumes.
+            member.last_data = now
         since = member.last_data or member.session.opened_at or now
         idle = now - since
         if idle < feed.stale_after:
@@ -1036,6 +1063,15 @@ class Connection:
         member.timers.pop("heartbeat-reply", None)
         if member not in self._members or member.role is SessionRole.RETIRING:
             return
+        if self.stats.paused:
+            # The reply may be behind the data we stopped reading: wait again.
+            self._member_timer(
+                member,
+                "heartbeat-reply",
+                feed.heartbeat.deadline,
+                partial(self._heartbeat_missed, member),
+            )
+            return
         member.heartbeat_sent = None
         self._replace_silent(
             member,
@@ -1063,6 +1099,12 @@ class Connection:
             if member.role is SessionRole.REPLACEMENT:
                 self._promote(member)
         role = member.role
+        if role is not SessionRole.PRIMARY and self._state is ConnectionState.CLOSING:
+            # close() was called: only the primary's last messages are still delivered
+            # (a replacement or standby opened meanwhile has nothing the user asked for).
+            events = [e for e in events if type(e) is ProtocolError]
+            if not events:
+                return
         if role is SessionRole.PRIMARY:
             rtt = session.last_rtt
             if rtt is not None:
@@ -1129,6 +1171,9 @@ class Connection:
         session = self._session
         if session is not None:
             session.pause_reading()
+        for member in self._members:  # every session of a feed stream feeds this queue
+            if member.session is not session:
+                member.session.pause_reading()
 
     def _resume_reading(self) -> None:
         # Called on a worker thread: the socket belongs to the dispatcher.
@@ -1143,6 +1188,9 @@ class Connection:
         session = self._session
         if session is not None:
             session.resume_reading()
+        for member in self._members:
+            if member.session is not session:
+                member.session.resume_reading()
 
     # ----------------------------------------------------- delivery (a worker)
 
@@ -1153,7 +1201,8 @@ class Connection:
         callbacks = self.callbacks
         kind = type(item)
         if kind is Message:
-            if self._stream is not None and not self._admit(item):
+            if self._stream is not None:
+                self._deliver_checked(self._admit(item))
                 return
             if callbacks.on_data is not None:
                 self._current = "on_data"
@@ -1188,7 +1237,10 @@ class Connection:
             if item.live:
                 stream.source_started(item.bit)
             else:
-                stream.source_ended(item.bit)
+                released = stream.source_ended(item.bit)
+                if self._state is not ConnectionState.CLOSING:
+                    self._deliver_checked(released)  # (closing: see _feed_events)
+                self.stats.duplicates_dropped = stream.duplicates
         elif kind is ProtocolError:
             # Every callback before the violation ran (their sends are queued on the
             # session): the dispatcher may now send the close frame (Session._defer_failure).
@@ -1204,45 +1256,73 @@ class Connection:
             if member.session is not session:
                 member.session.failure_delivered(event)
 
-    def _admit(self, item: Message) -> bool:
-        """``dedupe`` and ``sequence`` (the worker): whether ``item`` is delivered.  A
-        key or sequence function that raises is reported (CallbackError) and the
-        message is delivered unchecked; on_gap raising does not stop the message."""
+    def _admit(self, item: Message) -> list[Message]:
+        """``dedupe`` (the worker): what to deliver for ``item``: itself, nothing (a
+        duplicate, or held while its session joins), or held messages released.  A key
+        function that raises is reported (CallbackError) and the message delivered."""
         feed = self._feed
         stream = self._stream
         assert feed is not None and stream is not None
         key_of = feed.dedupe
-        if key_of is not None:
-            try:
-                key = key_of(item.data)
-            except Exception as exc:
-                self._current = "dedupe"
-                self._callback_failed(exc, item)
-            else:
-                if stream.duplicate(key, self._source or 1):
-                    self.stats.duplicates_dropped += 1
-                    return False
+        if key_of is None:
+            return [item]
+        try:
+            key = key_of(item.data)
+        except Exception as exc:
+            self._current = "dedupe"
+            self._callback_failed(exc, item)
+            return [item]
+        if key is None:
+            return [item]  # no key (an ack, a status message): not deduplicated
+        delivered = stream.admit(key, self._source or 1, item)
+        self.stats.duplicates_dropped = stream.duplicates
+        return delivered
+
+    def _deliver_checked(self, messages: list[Message]) -> None:
+        """Deliver messages that passed dedupe, checking ``sequence`` first (on_gap
+        before the message that shows the gap).  Each callback's exception is reported
+        on its own, so one cannot lose the messages after it."""
+        feed = self._feed
+        assert feed is not None
+        stream = self._stream
+        assert stream is not None
+        callbacks = self.callbacks
         number_of = feed.sequence
-        if number_of is not None:
+        for message in messages:
+            if number_of is not None:
+                self._check_sequence(stream, number_of, message)
             try:
-                number = number_of(item.data)
+                if callbacks.on_data is not None:
+                    self._current = "on_data"
+                    callbacks.on_data(self, message.data, message.opcode, True)
+                    self._current = None
+                if callbacks.on_message is not None:
+                    callbacks.on_message(self, message.data)
             except Exception as exc:
-                self._current = "sequence"
-                self._callback_failed(exc, item)
-                return True
-            if number is None:
-                return True
-            expected = stream.gap(number)
-            if expected is not None:
-                self.stats.gaps += 1
-                on_gap = self.callbacks.on_gap
-                if on_gap is not None:
-                    try:
-                        on_gap(self, expected, number)
-                    except Exception as exc:
-                        self._current = "on_gap"
-                        self._callback_failed(exc, item)
-        return True
+                self._callback_failed(exc, message)
+
+    def _check_sequence(
+        self, stream: StreamFilter, number_of: Callable[[Any], int | None], message: Message
+    ) -> None:
+        try:
+            number = number_of(message.data)
+        except Exception as exc:
+            self._current = "sequence"
+            self._callback_failed(exc, message)
+            return
+        if number is None:
+            return
+        expected = stream.gap(number)
+        if expected is None:
+            return
+        self.stats.gaps += 1
+        on_gap = self.callbacks.on_gap
+        if on_gap is not None:
+            try:
+                on_gap(self, expected, number)
+            except Exception as exc:
+                self._current = "on_gap"
+                self._callback_failed(exc, message)
 
     def _report_error(self, error: BaseException) -> None:
         on_error = self.callbacks.on_error

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 __all__ = [
     "DEDUPE_WINDOW",
+    "RECENT_KEYS",
     "FeedOptions",
     "Heartbeat",
     "Payload",
@@ -44,6 +45,11 @@ __all__ = [
 #: What ``subscribe`` and ``heartbeat`` send: str as text, bytes as binary, a dict or
 #: list as JSON text.
 Payload = str | bytes | dict[str, Any] | list[Any]
+
+#: The keys of the last messages delivered are always remembered, also while one
+#: session delivers alone: a new session may start with a message the stream already
+#: delivered (a snapshot or the last tick sent again on subscribe).
+RECENT_KEYS: Final = 16
 
 #: At most this many keys are remembered for ``dedupe`` per stream (oldest forgotten
 #: first).  Keys are forgotten as soon as every live session delivered them, so the
@@ -249,54 +255,156 @@ class TokenBucket:
 
 
 class StreamFilter:
-    """Duplicates and sequence checks for one stream, on the worker that delivers it.
+    """Duplicates, order and sequence checks for one stream, on the worker that
+    delivers it.
 
     Runs inside the connection's delivery (one worker at a time per connection,
     docs/architecture.md invariant 3), so it needs no lock.  Sessions are *sources*
     numbered by bit; the dispatcher queues a marker when a source starts delivering
     and when it ended, in order with its messages, so the filter's view of which
     sessions are live matches the order messages arrived in.
+
+    Each source is in order, but two sources are not in step: a session that starts
+    mid-stream (a replacement, a restarted standby) gets its first message while an
+    older session may still have earlier ones on the way.  Delivering it at once
+    would put message 9 before 8.  So a new source *joins* first: its messages are
+    held until it delivers a key an established source already delivered (from there
+    on the two overlap: first arrival wins, in order), or until every established
+    source ended (then what it holds is delivered, in order, minus duplicates).  A
+    source that is alone is established at once.  It also catches up the other way:
+    when an established source delivers a key a joiner holds, the joiner is ahead, and
+    what it holds past that key goes out at once.
     """
 
-    __slots__ = ("_dedupe", "_last", "_live", "_seen", "_sequence")
+    __slots__ = (
+        "_dedupe",
+        "_expiring",
+        "_joining",
+        "_last",
+        "_live",
+        "_recent",
+        "_seen",
+        "_sequence",
+        "duplicates",
+    )
 
     def __init__(self, options: FeedOptions) -> None:
         self._dedupe = options.dedupe
         self._sequence = options.sequence
-        self._live = 0  # bit mask of live sources
+        self._live = 0  # bit mask of the established sources
+        # A joining source's bit -> what it holds, key -> item, in arrival order.
+        self._joining: dict[int, dict[Hashable, Any]] = {}
         # key -> bit mask of the sources that delivered it (insertion order = age).
         self._seen: dict[Hashable, int] = {}
+        self._recent: dict[Hashable, None] = {}  # the last RECENT_KEYS keys delivered
         self._last: int | None = None  # the last sequence number delivered
+        self.duplicates = 0  # messages dropped as delivered already
+        # Keys only ended sources delivered, kept one more source change for a slower
+        # live source to repeat (then forgotten: no source will).
+        self._expiring: list[Hashable] = []
 
     def source_started(self, bit: int) -> None:
-        self._live |= bit
+        if self._live and self._dedupe is not None:
+            self._joining[bit] = {}
+        else:
+            self._live |= bit
 
-    def source_ended(self, bit: int) -> None:
+    def source_ended(self, bit: int) -> list[Any]:
+        """The source's last message came before this; returns held messages that are
+        now to be delivered (when no established source is left)."""
+        self._joining.pop(bit, None)  # what it held, the established ones deliver
         self._live &= ~bit
+        released: list[Any] = []
+        if not self._live and self._joining:
+            # The oldest joiner carries on alone; the others still join it.
+            released = self._establish(next(iter(self._joining)))
         live = self._live
+        seen = self._seen
         if not live:
-            self._seen.clear()
-            return
-        # Keys every remaining source has delivered are done.
-        for key in [key for key, mask in self._seen.items() if mask & live == live]:
-            del self._seen[key]
+            seen.clear()
+            self._expiring = []
+            return released
+        for key in self._expiring:
+            mask = seen.get(key)
+            if mask is not None and not mask & live:
+                del seen[key]
+        # Keys every remaining source has delivered are done; keys no live source
+        # delivered may still come from a slower one: they expire at the next change.
+        expiring = []
+        for key, mask in list(seen.items()):
+            if mask & live == live:
+                del seen[key]
+            elif not mask & live:
+                expiring.append(key)
+        self._expiring = expiring
+        return released
 
-    def duplicate(self, key: Hashable, bit: int) -> bool:
-        """Whether the message with ``key`` from source ``bit`` was delivered already."""
+    def admit(self, key: Hashable, bit: int, item: Any) -> list[Any]:
+        """What to deliver now for ``item`` (key ``key``) from source ``bit``: usually
+        ``[item]``, ``[]`` for a duplicate or a held message, more when held ones are
+        released."""
+        held = self._joining.get(bit)
+        if held is None:
+            if not self._first(key, bit):
+                return []
+            if not self._joining:
+                return [item]
+            return [item, *self._caught_up(key)]
+        if key in self._seen or key in self._recent:
+            # It caught up with (or is behind) an established source: from here on
+            # the two overlap and the first arrival of each key wins, in order.
+            released = self._establish(bit)
+            self._first(key, bit)
+            return released
+        held[key] = item
+        if len(held) >= DEDUPE_WINDOW:
+            return self._establish(bit)  # never caught up: no holding without bound
+        return []
+
+    def _caught_up(self, key: Hashable) -> list[Any]:
+        """An established source just delivered ``key``: a joiner that holds it is
+        ahead of that source, in step from ``key`` on; what it holds past ``key`` goes
+        out now (the established source's copies of those become duplicates)."""
+        released: list[Any] = []
+        for joiner, held in list(self._joining.items()):
+            if key in held:
+                released += self._establish(joiner)
+        return released
+
+    def _establish(self, bit: int) -> list[Any]:
+        held = self._joining.pop(bit, {})
+        self._live |= bit
+        released = [item for key, item in held.items() if self._first(key, bit)]
+        if self._joining:
+            for key in list(held):
+                released += self._caught_up(key)
+        return released
+
+    def _first(self, key: Hashable, bit: int) -> bool:
+        """Record that ``bit`` delivered ``key``; whether it is the first to."""
         seen = self._seen
         mask = seen.get(key)
         if mask is None:
-            if self._live & ~bit:  # another source will deliver it too: remember it
+            recent = self._recent
+            if key in recent:
+                self.duplicates += 1
+                return False
+            if len(recent) >= RECENT_KEYS:
+                del recent[next(iter(recent))]
+            recent[key] = None
+            # Remember it while another source may deliver it too.
+            if self._live & ~bit or self._joining:
                 if len(seen) >= DEDUPE_WINDOW:
                     del seen[next(iter(seen))]
                 seen[key] = bit
-            return False
+            return True
+        self.duplicates += 1
         mask |= bit
-        if mask & self._live == self._live:
+        if mask & self._live == self._live and not self._joining:
             del seen[key]
         else:
             seen[key] = mask
-        return True
+        return False
 
     def gap(self, number: int) -> int | None:
         """The number expected instead of ``number``, or None when it follows on."""
@@ -308,3 +416,7 @@ class StreamFilter:
     @property
     def remembered(self) -> int:
         return len(self._seen)
+
+    @property
+    def held(self) -> int:
+        return sum(len(items) for items in self._joining.values())
