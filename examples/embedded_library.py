@@ -16,7 +16,11 @@ connection carries every subscription:
     python examples/embedded_library.py                 # ends with feed.close()
     python examples/embedded_library.py --forget-close  # never calls close()
 
-The demo runs against a local tick server (``tests/wsserver.py``, on 127.0.0.1).
+The demo runs against the embedded demo feed (``wspool.demofeed``, on 127.0.0.1),
+whose ``/ticker`` protocol ``FeedClient`` speaks; ``--url`` points it at another
+server that speaks it (``python -m wspool.demofeed`` in another terminal, say).
+
+    python examples/embedded_library.py --url ws://127.0.0.1:8765/ticker
 """
 
 from __future__ import annotations
@@ -31,14 +35,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import wspool
-
-if TYPE_CHECKING:
-    from wsserver import ServerConnection  # tests/wsserver.py, the demo server
+from wspool.demofeed import DemoFeed
 
 logger = logging.getLogger("feedclient")
 
@@ -50,7 +51,7 @@ logger = logging.getLogger("feedclient")
 class Tick:
     symbol: str
     price: float
-    size: int
+    size: float
 
 
 TickCallback = Callable[[Tick], object]
@@ -144,9 +145,9 @@ class FeedClient:
 
     def _on_message(self, conn: wspool.Connection, message: str | bytes) -> None:
         data = json.loads(message)
-        if data.get("type") != "tick":
-            return
-        tick = Tick(data["s"], float(data["p"]), int(data["q"]))
+        if data.get("type") != "ticker":
+            return  # acknowledgements
+        tick = Tick(data["symbol"], float(data["price"]), float(data["size"]))
         with self._lock:
             for subscription in list(self._subscriptions.get(tick.symbol, ())):
                 if subscription not in self._subscriptions.get(tick.symbol, ()):
@@ -181,38 +182,6 @@ class FeedClient:
 
 
 # --------------------------------------------------------------------- demo
-
-
-def tick_server(conn: ServerConnection) -> None:
-    """Demo server: streams ticks for the subscribed symbols, 100 a second; records
-    the close code the client sent (see the atexit report in --forget-close)."""
-    from wsserver import Opcode
-
-    symbols: list[str] = []
-    n = 0
-    while True:
-        try:
-            opcode, data = conn.recv_message(timeout=0.01)
-        except TimeoutError:
-            if symbols:
-                n += 1
-                symbol = symbols[n % len(symbols)]
-                tick = {"type": "tick", "s": symbol, "p": 100 + n % 7 * 0.25, "q": 1 + n % 5}
-                conn.send_message(json.dumps(tick))
-            continue
-        if opcode == Opcode.CLOSE:
-            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
-            CLOSE_CODES.append(code)
-            conn.send_close(1000)
-            return
-        request = json.loads(data)
-        if request["op"] == "subscribe":
-            symbols = sorted(set(symbols) | set(request["symbols"]))
-        elif request["op"] == "unsubscribe":
-            symbols = [s for s in symbols if s not in request["symbols"]]
-
-
-CLOSE_CODES: list[int | None] = []  # what the demo server received, by connection
 
 
 def pool_threads() -> list[str]:
@@ -277,19 +246,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="how long to run (2)")
     parser.add_argument("--forget-close", action="store_true", help="never call close()")
+    parser.add_argument("--url", help="a server speaking the demo feed's /ticker protocol")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s: %(message)s")
     logging.getLogger("feedclient").setLevel(logging.WARNING)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from wsserver import WSServer
+    if args.url:
+        return demo(args.url, args.seconds, args.forget_close)
+    feed = DemoFeed(rate=100, symbols=("AAPL", "MSFT", "NVDA")).start()
 
-    server = WSServer(tick_server).start()
+    def report() -> None:
+        codes = sorted(code for code, n in feed.close_codes().items() for _ in range(n))
+        print(f"at exit: the server received close codes {codes}")
+
     # Runs after the pool's own exit hook (threading's hooks come before atexit's),
     # so it can report what the server saw from a client nobody closed.
-    atexit.register(lambda: print(f"at exit: the server received close codes {CLOSE_CODES}"))
-    status = demo(f"{server.url}/feed", args.seconds, args.forget_close)
+    atexit.register(report)
+    status = demo(f"{feed.url}/ticker", args.seconds, args.forget_close)
     if not args.forget_close:
-        server.stop()
+        feed.close()
     return status
 
 

@@ -8,8 +8,9 @@ how long ago its last message came, its reconnects and errors, and the last erro
     python examples/endpoint_monitor.py                       # --demo: local servers
     python examples/endpoint_monitor.py wss://a.example/ws wss://b.example/ws --every 5
 
-The demo starts three local heartbeat servers (``tests/wsserver.py``, on 127.0.0.1)
-and watches them plus one port where nothing listens.  Part-way through it stops one
+The demo starts three embedded demo feeds (``wspool.demofeed``, on 127.0.0.1) and
+watches their ``/health`` paths (a heartbeat message five times a second) plus one
+port where nothing listens.  Part-way through it stops one
 server and later starts it again on the same port, so the table shows that endpoint
 go from open to reconnecting and back.  Without ``--seconds`` a real run lasts until
 Ctrl-C.
@@ -18,21 +19,15 @@ Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import wspool
-
-if TYPE_CHECKING:
-    from wsserver import ServerConnection, WSServer  # tests/wsserver.py, the demo servers
-
+from wspool.demofeed import DemoFeed
 
 GRACE = 10.0  # the most a demo run is extended while waiting for its outcome
 
@@ -154,24 +149,6 @@ def monitor(
 # --------------------------------------------------------------------- demo
 
 
-def heartbeat(conn: ServerConnection) -> None:
-    """Demo server handler: a heartbeat message every 0.2 s until the client closes
-    (pings are answered inside recv_message)."""
-    from wsserver import Opcode
-
-    beat = 0
-    while True:
-        try:
-            opcode, _ = conn.recv_message(timeout=0.2)
-        except TimeoutError:
-            beat += 1
-            conn.send_message(json.dumps({"type": "heartbeat", "n": beat, "ts": time.time()}))
-            continue
-        if opcode == Opcode.CLOSE:
-            conn.send_close(1000)
-            return
-
-
 def unused_port() -> int:
     """A loopback port with nothing listening (the OS just handed it out)."""
     with socket.socket() as sock:
@@ -184,21 +161,18 @@ OPEN = wspool.ConnectionState.OPEN
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from wsserver import WSServer
-
     seconds = 6.0 if args.seconds is None else args.seconds
-    servers: list[WSServer] = [WSServer(heartbeat).start() for _ in range(3)]
+    servers = [DemoFeed().start() for _ in range(3)]
     bounced = servers[1]
     port = bounced.port
-    urls = [f"{server.url}/health" for server in servers]
+    urls = [f"{server.url}/health?rate=5" for server in servers]
     urls.append(f"ws://127.0.0.1:{unused_port()}/health")  # nothing listens there
 
     def stop() -> None:
-        bounced.stop()
+        bounced.close()  # close 1001 to its client, then nothing listens on the port
 
     def restart() -> None:
-        servers[1] = WSServer(heartbeat, port=port).start()  # same port: same URL
+        servers[1] = DemoFeed(port=port).start()  # same port: same URL
 
     try:
         _, connections, interrupted = monitor(
@@ -216,7 +190,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     finally:
         for server in servers:
-            server.stop()
+            server.close()
     if interrupted:
         return 130
     # The demo checks itself: the bounced endpoint came back, the others stayed up

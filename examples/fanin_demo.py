@@ -1,10 +1,11 @@
 """Demo: hundreds of WebSocket feeds fanned in through one ``wspool.Pool``.
 
-Starts a local tick server (the stdlib test server from ``tests/wsserver.py``,
-on 127.0.0.1), opens ``--connections`` feeds to it through one pool, subscribes
-each to a symbol in ``on_open``, streams for ``--seconds`` once all are open and
+Starts the embedded demo feed (``wspool.demofeed``, on 127.0.0.1) with one symbol
+per connection, opens ``--connections`` feeds to it through one pool, subscribes
+each to its symbol in ``on_open``, streams for ``--seconds`` once all are open and
 checks in ``on_message`` that every feed's sequence numbers arrive in order and
-without gaps.  A status line (open feeds,
+without gaps; at the end the feed's own count of messages sent must equal what
+arrived.  A status line (open feeds,
 msgs/s, total, errors, undelivered queue depth, median latency) updates about four
 times a second; a summary follows.  Exit status 0 means every message the server
 sent arrived, in order, with no error; 1 means something was lost, reordered or
@@ -18,65 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from wsserver import Opcode, ServerConnection, WSServer
-
 import wspool
+from wspool.demofeed import DemoFeed
 
 POOL_NAME = "fanin"
 OPEN_WAIT = 10.0  # seconds for every feed to open before streaming is timed anyway
-
-
-# ------------------------------------------------------------------ the feed server
-
-
-def tick_feed(rate: float) -> Callable[[ServerConnection], None]:
-    """A server handler: wait for a subscribe, then stream ``rate`` trades/s until the
-    client closes; the close reply's reason says how many ticks were sent."""
-    interval = 1.0 / rate
-
-    def handler(conn: ServerConnection) -> None:
-        opcode, data = conn.recv_message(timeout=10)
-        if opcode == Opcode.CLOSE:
-            conn.send_close(1000, "sent 0")
-            return
-        symbol = json.loads(data)["symbol"]
-        rng = random.Random(symbol)
-        price = 100.0 + rng.random() * 50
-        seq = 0
-        next_at = time.monotonic()
-        while True:
-            wait = next_at - time.monotonic()
-            if wait > 0:
-                try:
-                    opcode, _ = conn.recv_message(timeout=wait)
-                except TimeoutError:
-                    pass
-                else:
-                    if opcode == Opcode.CLOSE:
-                        # Every tick went out before this reply: the client can check.
-                        conn.send_close(1000, f"sent {seq}")
-                        return
-                    continue
-            elif wait < -1.0:
-                next_at = time.monotonic()  # far behind (busy machine): skip, don't burst
-            seq += 1
-            price = round(max(1.0, price + rng.uniform(-0.05, 0.05)), 2)
-            tick = {"s": symbol, "p": price, "q": rng.randint(1, 9), "seq": seq, "ts": time.time()}
-            conn.send_message(json.dumps(tick, separators=(",", ":")))
-            next_at += interval
-
-    return handler
 
 
 # ------------------------------------------------------------------ the client side
@@ -89,11 +42,11 @@ class Feed:
 
     symbol: str
     opened: bool = False
-    received: int = 0
+    received: int = 0  # ticks
+    acks: int = 0  # other messages (the subscription's acknowledgement)
     last_seq: int = 0
     out_of_order: int = 0
     missing: int = 0
-    server_sent: int | None = None  # from the server's close reason
     close_code: int | None = None
 
 
@@ -111,11 +64,14 @@ class FanIn:
         feed = self.feeds[conn.label]  # type: ignore[index]
         feed.opened = True
         feed.last_seq = 0  # a new session starts a new sequence
-        conn.send_json({"op": "subscribe", "channel": "trades", "symbol": feed.symbol})
+        conn.send_json({"op": "subscribe", "channel": "ticker", "symbols": [feed.symbol]})
 
     def on_message(self, conn: wspool.Connection, message: str | bytes) -> None:
         tick = json.loads(message)
         feed = self.feeds[conn.label]  # type: ignore[index]
+        if tick["type"] != "ticker":
+            feed.acks += 1
+            return
         seq = tick["seq"]
         if seq <= feed.last_seq:
             feed.out_of_order += 1
@@ -135,8 +91,6 @@ class FanIn:
     def on_close(self, conn: wspool.Connection, code: int, reason: str) -> None:
         feed = self.feeds[conn.label]  # type: ignore[index]
         feed.close_code = code
-        if reason.startswith("sent "):
-            feed.server_sent = int(reason.split()[1])
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -155,6 +109,10 @@ class FanIn:
     @property
     def received(self) -> int:
         return sum(feed.received for feed in self.feeds.values())
+
+    @property
+    def acks(self) -> int:
+        return sum(feed.acks for feed in self.feeds.values())
 
 
 def percentile(samples: list[float], fraction: float) -> float | None:
@@ -191,7 +149,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fanin = FanIn()
-    server = WSServer(tick_feed(args.rate), compression=args.deflate).start()
+    symbols = [f"SYM{i:03d}" for i in range(args.connections)]
+    server = DemoFeed(rate=args.rate, symbols=symbols).start()
     live = sys.stdout.isatty()
     interrupted = False
     peak_threads = 0
@@ -204,11 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     streaming_since, streamed_before = started, 0
     try:
         connections = []
-        for i in range(args.connections):
-            symbol = f"SYM{i:03d}"
+        for symbol in symbols:
             fanin.feeds[symbol] = Feed(symbol)
             conn = pool.connect(
-                f"{server.url}/trades",
+                f"{server.url}/ticker",
                 label=symbol,
                 compression="deflate" if args.deflate else None,
                 **fanin.callbacks(),
@@ -251,29 +209,37 @@ def main(argv: list[str] | None = None) -> int:
             pool.close(timeout=5.0)  # closing handshakes, then the last on_close callbacks
         except KeyboardInterrupt:
             interrupted = True
-        server.stop()
+        server.close()
     fanin.take_latencies()
     rate = streamed / max(elapsed, 1e-6)
-    return summarize(fanin, args, rate, peak_threads, interrupted)
+    # Every closing handshake is done, so the feed sent nothing after these counts.
+    sent = server.stats()["messages_sent"]
+    return summarize(fanin, args, rate, peak_threads, interrupted, sent)
 
 
 def summarize(
-    fanin: FanIn, args: argparse.Namespace, rate: float, threads: int, interrupted: bool
+    fanin: FanIn,
+    args: argparse.Namespace,
+    rate: float,
+    threads: int,
+    interrupted: bool,
+    sent: int,
 ) -> int:
     feeds = list(fanin.feeds.values())
     opened = sum(1 for f in feeds if f.opened)
-    confirmed = [f for f in feeds if f.server_sent is not None]
-    sent = sum(f.server_sent or 0 for f in confirmed)
-    lost = sum(f.missing for f in feeds) + sum(
-        max(0, (f.server_sent or 0) - f.last_seq) for f in confirmed
-    )
+    clean = sum(1 for f in feeds if f.close_code == 1000)
+    received = fanin.received + fanin.acks
+    # Gaps inside each feed's sequence, and whatever the feed sent that never arrived.
+    lost = sum(f.missing for f in feeds) + max(0, sent - received)
     out_of_order = sum(f.out_of_order for f in feeds)
-    received = fanin.received
     latencies = fanin.all_latencies
     print("summary")
-    print(f"  connections   {opened}/{args.connections} opened, {len(confirmed)} closed cleanly")
-    print(f"  messages      {received:,} received, {rate:,.0f} msg/s while all open")
-    print(f"  server sent   {sent:,} (confirmed by {len(confirmed)} close frames)")
+    print(f"  connections   {opened}/{args.connections} opened, {clean} closed cleanly")
+    print(
+        f"  messages      {received:,} received ({fanin.received:,} ticks, {fanin.acks} acks), "
+        f"{rate:,.0f} msg/s while all open"
+    )
+    print(f"  server sent   {sent:,} (the feed's own count)")
     print(f"  lost          {lost}")
     print(f"  out of order  {out_of_order}")
     print(f"  errors        {len(fanin.errors)}")
@@ -288,8 +254,8 @@ def summarize(
     problems = []
     if opened < args.connections:
         problems.append(f"{args.connections - opened} feeds never opened")
-    if len(confirmed) < opened:
-        problems.append(f"{opened - len(confirmed)} feeds did not close cleanly")
+    if clean < opened:
+        problems.append(f"{opened - clean} feeds did not close cleanly")
     if lost:
         problems.append(f"{lost} messages lost")
     if out_of_order:

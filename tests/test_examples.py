@@ -7,20 +7,29 @@ lines a reader of the README would expect.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
+import pytest
 from helpers import ROOT, python_env, run_python
 from wsserver import Opcode, PeerClosed, ServerConnection, WSServer
 
+from wspool.demofeed import DemoFeed
+
 EXAMPLES = ROOT / "examples"
 WSServerFactory = Callable[..., WSServer]
-#: The checkout's wspool, installed or not, and not tests/: an example finds the demo
-#: server (tests/wsserver.py) by itself, as it must when a reader runs it.
+#: The checkout's wspool, installed or not, and not tests/: the examples run against
+#: the embedded demo feed (wspool.demofeed), as they must for a reader who installed
+#: wspool (market_data_fanin.py still finds tests/wsserver.py by itself).
 CHECKOUT_ONLY = (ROOT,)
 
 
@@ -175,7 +184,7 @@ def test_endpoint_monitor_demo_shows_a_bounced_server_reconnect() -> None:
     assert "** stopping the server on port" in out
     assert "** starting it again on port" in out
     port = found(r"stopping the server on port (\d+)", out)
-    rows = re.findall(rf"^ws://127\.0\.0\.1:{port}/health\s+(\w+)\s.*$", out, re.MULTILINE)
+    rows = re.findall(rf"^ws://127\.0\.0\.1:{port}/health\?rate=5\s+(\w+)\s.*$", out, re.MULTILINE)
     assert "reconnecting" in rows, "the bounced endpoint never showed as reconnecting"
     assert rows[-1] == "open"
     assert out.rstrip().endswith("demo: OK")
@@ -218,3 +227,148 @@ def test_embedded_library_exits_cleanly_without_close() -> None:
     assert "closed;" not in result.stdout
     assert "demo: OK" in result.stdout
     assert "at exit: the server received close codes [1000]" in result.stdout
+
+
+def test_embedded_library_against_a_given_url() -> None:
+    """--url: the same library code against a feed the example did not start."""
+    with DemoFeed(rate=100, symbols=("AAPL", "MSFT", "NVDA")) as feed:
+        result = run_example(
+            "embedded_library.py", "--url", f"{feed.url}/ticker", "--seconds", "0.5"
+        )
+        assert_ok(result)
+        assert "demo: OK" in result.stdout
+        assert feed.close_codes() == {1000: 1}
+        assert feed.stats()["subscribe_requests"] >= 1
+
+
+# --------------------------------------------------------------------- echo_demo (blocking)
+
+
+def test_echo_demo_runs_the_blocking_client_against_the_demo_feed() -> None:
+    result = run_example("echo_demo.py")
+    assert_ok(result)
+    out = result.stdout
+    assert "text   -> 'hello, wspool'" in out
+    assert "binary -> b'\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07'" in out
+    assert "intact: True" in out
+    assert "ping   -> PONG b'are you there'" in out
+    assert "closed cleanly: close status 1000" in out
+    assert len(re.findall(r"^tick   -> BTC-USD #\d+ ", out, re.MULTILINE)) == 3
+    assert out.rstrip().endswith("demo: OK")
+
+
+def test_echo_demo_against_a_given_url(ws_server: WSServerFactory) -> None:
+    server = ws_server()  # tests/wsserver.py's echo handler
+    result = run_example("echo_demo.py", "--url", server.url)
+    assert_ok(result)
+    assert "closed cleanly: close status 1000" in result.stdout
+    assert "tick" not in result.stdout
+
+
+# --------------------------------------------------------------------- tls_private_ca
+
+
+def test_tls_private_ca_demo_trusts_only_its_ca() -> None:
+    result = run_example("tls_private_ca.py")
+    assert_ok(result)
+    out = result.stdout
+    assert re.search(r"^with the CA: connected to wss://localhost:\d+/echo", out, re.MULTILINE)
+    assert len(re.findall(r"^pool over wss: ETH-USD #\d+", out, re.MULTILINE)) == 3
+    refused = found(r"\nwithout the CA: refused: (.*)\n", out)
+    assert "certificate verify failed" in refused
+    assert out.rstrip().endswith("demo: OK")
+
+
+def test_tls_private_ca_against_a_given_url(
+    ws_server: WSServerFactory, tls_server_ctx: ssl.SSLContext, ca_file: str
+) -> None:
+    server = ws_server(ssl_context=tls_server_ctx)
+    url = server.url.replace("127.0.0.1", "localhost")
+    result = run_example("tls_private_ca.py", "--url", url, "--ca", ca_file)
+    assert_ok(result)
+    assert f"with the CA: connected to {url}" in result.stdout
+
+
+# --------------------------------------------------------------------- sharded_processes
+
+
+def _load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sharded_processes_demo_merges_the_shards() -> None:
+    result = run_example(
+        "sharded_processes.py", "--connections", "40", "--processes", "2", "--seconds", "1.5"
+    )
+    assert_ok(result)
+    out = result.stdout
+    totals = re.search(
+        r"^total: 2/2 shards, 40 connections, (\d+) opens, ([\d,]+) messages, "
+        r"(\d+) reconnects, 0 errors$",
+        out,
+        re.MULTILINE,
+    )
+    assert totals is not None, out
+    opens, messages, reconnects = (int(g.replace(",", "")) for g in totals.groups())
+    assert opens >= 40 and messages > 0
+    assert reconnects >= 1, "the feed rotates sessions every second"
+    pids = re.findall(r"^\s+[01]\s+(\d+)\s", out, re.MULTILINE)
+    assert len(set(pids)) == 2, "two shards, two processes"
+    assert out.rstrip().endswith("demo: OK")
+
+
+def test_sharded_processes_with_given_urls() -> None:
+    with DemoFeed(rate=20) as feed:
+        urls = [f"{feed.url}/ticker?id={i}" for i in range(10)]
+        result = run_example("sharded_processes.py", *urls, "--seconds", "1", "--processes", "2")
+        assert_ok(result)
+        assert re.search(r"^total: (\d)/\1 shards, 10 connections, 10 opens, ", result.stdout, re.M)
+        assert feed.stats()["connections_opened"] == 10
+
+
+def test_rendezvous_hashing_is_stable_and_moves_little() -> None:
+    """The same URL goes to the same shard in every process (hashlib, not the salted
+    hash()); adding a shard moves only the URLs the new shard wins."""
+    shards = _load_example("sharded_processes")
+    urls = [f"wss://feed{i}.example/ws" for i in range(300)]
+    here = [shards.shard_of(url, 4) for url in urls]
+    elsewhere = run_python(
+        "import sys; sys.path.insert(0, 'examples'); from sharded_processes import shard_of; "
+        f"print([shard_of(u, 4) for u in {urls!r}])",
+        timeout=30,
+        pythonpath=CHECKOUT_ONLY,
+    )
+    assert elsewhere.stdout.strip() == str(here), elsewhere.stderr
+    assert set(here) == {0, 1, 2, 3}
+    after = [shards.shard_of(url, 5) for url in urls]
+    moved = [(a, b) for a, b in zip(here, after, strict=True) if a != b]
+    assert moved and all(b == 4 for _, b in moved)
+    assert len(moved) < len(urls) / 2
+    assert [len(part) for part in shards.split(urls, 4)] == [here.count(i) for i in range(4)]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_says_how_to_run_it(name: str) -> None:
+    """Each example opens with a docstring that gives its command line."""
+    tree = ast.parse((EXAMPLES / name).read_text(encoding="utf-8"))
+    assert f"python examples/{name}" in (ast.get_docstring(tree) or "")
+
+
+def test_the_readme_lists_every_example_with_a_tested_command() -> None:
+    """README.md's Examples table: one row per example with its command, and each
+    command is one these tests run (with shorter options)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| \[(\w+\.py)\]\(examples/\1\) \|.*\| `python examples/(\w+\.py)` \|$",
+        readme,
+        re.MULTILINE,
+    )
+    assert [a for a, b in rows if a != b] == []
+    assert {a for a, _ in rows} == {p.name for p in EXAMPLES.glob("*.py")}
+    source = Path(__file__).read_text(encoding="utf-8")
+    untested = [a for a, _ in rows if not re.search(rf'run_example\(\s*"{a}"', source)]
+    assert untested == []
