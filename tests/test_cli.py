@@ -1,4 +1,4 @@
-"""The ``wspool`` command line (wspool/cli.py), run as ``python -m wspool`` in a child
+"""The ``wspool`` command line (wspool/cli/, plain mode), run as ``python -m wspool`` in a child
 process through pipes, against the local test server: output lines, --jsonl, options
 reaching the server, exit statuses, Ctrl-C and TLS."""
 
