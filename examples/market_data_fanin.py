@@ -1,43 +1,71 @@
-"""Market-data fan-in: several feeds, one ``wspool.Pool``, one aggregated view.
+"""Market-data fan-in that survives forced disconnects: one stream per symbol, one Pool.
 
-The shape of a real script: a list of ``(url, symbols)``, one pool, a subscription
-sent from ``on_open`` (which runs again after every reconnect, so subscriptions come
-back by themselves), a :class:`wspool.ReconnectPolicy`, keepalive pings, and an
-aggregate (trade counters, VWAP, top of book) that callbacks on several worker
-threads update under one lock.
+The shape of a real ingester: a subscription sent on every session (``subscribe=``),
+make-before-break rotation before the venue cuts the session (``max_age=``), each tick
+delivered once across the overlapping sessions (``dedupe=``), a watchdog for a feed
+that goes quiet while its socket still answers pings (``stale_after=``), and gap
+detection by sequence number (``sequence=`` with ``on_gap``) that would tell an order
+book to resync.  Callbacks of different streams run on different workers at once, so
+the aggregate (trades, volume, VWAP, last price) is updated under one lock.
 
-    python examples/market_data_fanin.py                 # --demo: local exchanges
-    python examples/market_data_fanin.py --demo --seconds 10
-    python examples/market_data_fanin.py --feed wss://example.org/ws BTC-USD,ETH-USD
+    python examples/market_data_fanin.py                  # the demo, about 4 s
+    python examples/market_data_fanin.py --seconds 10 --no-rotation
+    python examples/market_data_fanin.py --url wss://venue.example/ws BTC-USD ETH-USD
 
-The demo starts three local exchanges (``tests/wsserver.py``, on 127.0.0.1); one of
-them restarts a session part-way (close code 1012) to show the reconnect and the
-automatic resubscription.  With ``--feed`` the script runs until Ctrl-C (or
-``--seconds``); adapt :func:`subscribe_message` and :meth:`Market.apply` to your
-venue's protocol.
+The demo starts ``wspool.demofeed.DemoFeed``, which closes every session after
+``--session-age`` seconds (1001, as venues do every 24 hours), and makes every session
+of one stream (SOL-USD) go quiet soon after it opens.  It checks itself: on the other
+streams no gap and nothing out of order, each rotated; the quiet one replaced by the
+watchdog and the ticks it missed reported by ``on_gap``.  With ``--no-rotation`` the
+venue's cuts become reconnects (started at once on its close 1001, so on loopback they
+rarely lose a tick; on a real network each can, and ``on_gap`` says which).  With
+``--url`` it runs until Ctrl-C (or ``--seconds``) against a venue speaking the demo
+feed's protocol; adapt :func:`subscription` and :func:`tick_key` to yours.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any
 
 import wspool
-
-if TYPE_CHECKING:
-    from wsserver import ServerConnection  # tests/wsserver.py, the demo venues' server
+from wspool.demofeed import DemoFeed
 
 GRACE = 10.0  # the most a demo run is extended while waiting for its outcome
 
-# --------------------------------------------------------------------- aggregation
+# ------------------------------------------------------------ the venue's protocol
+
+
+def subscription(symbol: str) -> dict[str, Any]:
+    """The subscribe request, sent first on every session of the symbol's stream."""
+    return {"op": "subscribe", "channel": "ticker", "symbols": [symbol]}
+
+
+def parse(message: str | bytes) -> dict[str, Any]:
+    value = json.loads(message)
+    return value if isinstance(value, dict) else {}
+
+
+def tick_key(message: str | bytes) -> tuple[str, int] | None:
+    """What makes a tick unique (dedupe): (symbol, sequence).  Acks have none."""
+    tick = parse(message)
+    if tick.get("type") != "ticker":
+        return None
+    return tick["symbol"], tick["seq"]
+
+
+def tick_seq(message: str | bytes) -> int | None:
+    tick = parse(message)
+    return tick["seq"] if tick.get("type") == "ticker" else None
+
+
+# ------------------------------------------------------------------- the aggregate
 
 
 @dataclass
@@ -46,371 +74,237 @@ class SymbolState:
     volume: float = 0.0
     notional: float = 0.0
     last_price: float | None = None
-    bids: dict[float, float] = field(default_factory=dict)  # price -> size
-    asks: dict[float, float] = field(default_factory=dict)
+    last_seq: int | None = None
+    out_of_order: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def vwap(self) -> float | None:
         return self.notional / self.volume if self.volume else None
 
-    def best(self) -> tuple[float | None, float | None]:
-        return (max(self.bids, default=None), min(self.asks, default=None))
-
 
 class Market:
-    """The aggregated view.  Callbacks of different feeds run on different workers at
-    the same time, so every update and every read holds ``lock``."""
+    """The aggregated view, updated from several worker threads under ``lock``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.symbols: dict[str, SymbolState] = {}
-        self.subscriptions: dict[str, int] = {}  # feed label -> subscribe messages sent
-        self.messages = 0
         self.errors: list[str] = []
 
-    def apply(self, update: dict[str, Any]) -> None:
-        """One decoded message: a trade, a book snapshot or a book delta."""
-        kind = update.get("type")
+    def apply(self, symbol: str, message: str | bytes) -> None:
+        tick = parse(message)
+        if tick.get("type") != "ticker":
+            return  # the subscription's ack
         with self.lock:
-            self.messages += 1
-            if kind not in ("trade", "book"):
-                return  # acks, heartbeats: counted, nothing to aggregate
-            state = self.symbols.setdefault(update["s"], SymbolState())
-            if kind == "trade":
-                price, size = float(update["p"]), float(update["q"])
-                state.trades += 1
-                state.volume += size
-                state.notional += price * size
-                state.last_price = price
-                return
-            if update.get("snapshot"):
-                state.bids.clear()
-                state.asks.clear()
-            for side, levels in (
-                (state.bids, update.get("bids", ())),
-                (state.asks, update.get("asks", ())),
-            ):
-                for price, size in levels:
-                    if size:
-                        side[float(price)] = float(size)
-                    else:
-                        side.pop(float(price), None)
+            state = self.symbols.setdefault(symbol, SymbolState())
+            seq = int(tick["seq"])
+            if state.last_seq is not None and seq <= state.last_seq:
+                state.out_of_order += 1  # never happens with dedupe: checked by the demo
+            state.last_seq = seq
+            size = float(tick["size"])
+            state.trades += 1
+            state.volume += size
+            state.notional += float(tick["price"]) * size
+            state.last_price = float(tick["price"])
+
+    def gap(self, symbol: str, expected: int, received: int) -> None:
+        with self.lock:
+            self.symbols.setdefault(symbol, SymbolState()).gaps.append((expected, received))
 
 
-def subscribe_message(symbols: Sequence[str]) -> dict[str, Any]:
-    """The venue's subscribe request (the demo exchange speaks this one)."""
-    return {
-        "op": "subscribe",
-        "args": [f"{channel}:{s}" for s in symbols for channel in ("trades", "book")],
-    }
-
-
-# --------------------------------------------------------------------- the pool
+# ------------------------------------------------------------------------ the pool
 
 _print_lock = threading.Lock()
 
 
-def say(text: str, file: TextIO = sys.stdout) -> None:
+def say(text: str) -> None:
     """print() from callbacks: workers print at the same time, keep lines whole."""
     with _print_lock:
-        print(text, file=file, flush=True)
+        print(text, flush=True)
 
 
-def start_feeds(
+def connect_streams(
     pool: wspool.Pool,
-    feeds: Sequence[tuple[str, Sequence[str]]],
+    urls: dict[str, str],
     market: Market,
     *,
-    ping_interval: float,
-    ping_timeout: float,
-    reconnect: wspool.ReconnectPolicy,
+    rotation: bool,
+    max_age: float,
+    stale_after: float,
 ) -> list[wspool.Connection]:
-    """Connect every feed; returns at once (the pool connects in the background)."""
-    symbols_of = {f"feed{index}": list(symbols) for index, (_, symbols) in enumerate(feeds)}
-
-    def on_open(conn: wspool.Connection) -> None:
-        # Runs on every (re)connect: a new session knows nothing of old subscriptions.
-        name = str(conn.label)
-        conn.send_json(subscribe_message(symbols_of[name]))
-        with market.lock:
-            market.subscriptions[name] = market.subscriptions.get(name, 0) + 1
+    """One stream per symbol; returns at once (the pool connects in the background)."""
 
     def on_message(conn: wspool.Connection, message: str | bytes) -> None:
-        update = json.loads(message)
-        market.apply(update if isinstance(update, dict) else {"type": "other"})
+        market.apply(conn.label, message)
+
+    def on_gap(conn: wspool.Connection, expected: int, received: int) -> None:
+        market.gap(conn.label, expected, received)
+        say(f"  [{conn.label}] gap: expected {expected}, got {received} (resync the book)")
 
     def on_error(conn: wspool.Connection, error: BaseException) -> None:
         with market.lock:
             market.errors.append(f"{conn.label}: {error}")
-        if isinstance(error, wspool.CallbackError):
-            say(error.format(), file=sys.stderr)  # a bug in our callback: full traceback
+        if isinstance(error, wspool.WebSocketStaleFeedException):
+            say(f"  [{conn.label}] went silent: replacing its session")
+        elif isinstance(error, wspool.CallbackError):
+            say(error.format())  # a bug in our callback: the full traceback
 
-    def on_close(conn: wspool.Connection, code: int, reason: str) -> None:
-        say(f"  [{conn.label}] closed {code} {reason!r} -> {conn.state.value}")
-
-    def on_reconnect(conn: wspool.Connection) -> None:
-        say(f"  [{conn.label}] reconnected; on_open resubscribes")
-
+    feed_options: dict[str, Any] = {"stale_after": stale_after}
+    if rotation:
+        feed_options.update(max_age=max_age, dedupe=tick_key)
     return [
         pool.connect(
             url,
-            label=name,
-            on_open=on_open,
+            label=symbol,
+            subscribe=subscription(symbol),
+            sequence=tick_seq,
+            on_gap=on_gap,
             on_message=on_message,
             on_error=on_error,
-            on_close=on_close,
-            on_reconnect=on_reconnect,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            reconnect=reconnect,
+            ping_interval=5.0,
+            ping_timeout=4.0,
+            reconnect=wspool.ReconnectPolicy(initial_delay=0.2, max_delay=10.0),
+            **feed_options,
         )
-        for name, (url, _) in zip(symbols_of, feeds, strict=True)
+        for symbol, url in urls.items()
     ]
 
 
-def print_summary(market: Market, connections: Sequence[wspool.Connection]) -> None:
+def print_summary(market: Market, streams: Sequence[wspool.Connection]) -> None:
     with market.lock:
-        rows = sorted(market.symbols.items())
-        messages, errors = market.messages, list(market.errors)
-        subscriptions = dict(market.subscriptions)
-    header = ("trades", "volume", "vwap", "last", "bid", "ask")
-    print(f"{'symbol':<10} " + " ".join(f"{h:>{7 if h == 'trades' else 10}}" for h in header))
-    for symbol, s in rows:
-        bid, ask = s.best()
+        rows = dict(market.symbols)
+        errors = list(market.errors)
+    print(
+        f"{'symbol':<9} {'ticks':>6} {'vwap':>10} {'last':>10} {'rotations':>9} "
+        f"{'stale':>5} {'reconn':>6} {'dupes':>6} {'gaps':>5}"
+    )
+    for conn in streams:
+        state = rows.get(conn.label, SymbolState())
+        stats = conn.stats
+        vwap = "-" if state.vwap is None else f"{state.vwap:.2f}"
+        last = "-" if state.last_price is None else f"{state.last_price:.2f}"
         print(
-            f"{symbol:<10} {s.trades:>7} {s.volume:>10.0f} {fmt(s.vwap)} {fmt(s.last_price)} "
-            f"{fmt(bid)} {fmt(ask)}"
+            f"{conn.label:<9} {state.trades:>6} {vwap:>10} {last:>10} {stats.rotations:>9} "
+            f"{stats.stale_replacements:>5} {stats.reconnects:>6} "
+            f"{stats.duplicates_dropped:>6} {stats.gaps:>5}"
         )
-    for conn in connections:
-        name = str(conn.label)
-        rtt = conn.stats.last_rtt
-        print(
-            f"{name}: {conn.stats.messages_in} messages, {conn.stats.reconnects} reconnects, "
-            f"{subscriptions.get(name, 0)} subscribes, "
-            f"rtt {'-' if rtt is None else f'{rtt * 1000:.1f} ms'}"
-        )
-    print(f"total: {messages} messages, {len(rows)} symbols, {len(errors)} errors")
-    for error in errors[:5]:
-        print(f"  error: {error}")
-
-
-def fmt(value: float | None) -> str:
-    return f"{'-':>10}" if value is None else f"{value:>10.2f}"
-
-
-# --------------------------------------------------------------------- demo exchange
-
-
-class DemoVenue:
-    """A local exchange: answers subscribes with a book snapshot per symbol, then
-    streams trades and book deltas (``rate`` messages/s per session).  Prices and
-    books live here, shared by sessions, so a reconnect resumes the same market.
-    With ``restart_after``, the first session ends with 1012 (service restart) after
-    that many seconds, as a venue rolling its servers would."""
-
-    def __init__(self, rate: float, restart_after: float | None = None) -> None:
-        self.rate = rate
-        self.restart_after = restart_after
-        self.sessions = 0
-        self.rng = random.Random()
-        self.mids: dict[str, float] = {}
-        self.books: dict[str, dict[str, dict[float, int]]] = {}
-        # Handler threads of concurrent sessions share the market state.
-        self.lock = threading.Lock()
-
-    def snapshot(self, symbol: str) -> dict[str, Any]:
-        with self.lock:
-            if symbol not in self.mids:
-                mid = self.mids[symbol] = round(self.rng.uniform(20, 900), 2)
-                self.books[symbol] = {
-                    "bids": {round(mid - i * 0.5, 2): self.rng.randint(1, 50) for i in range(1, 6)},
-                    "asks": {round(mid + i * 0.5, 2): self.rng.randint(1, 50) for i in range(1, 6)},
-                }
-            book = self.books[symbol]
-            return {
-                "type": "book",
-                "s": symbol,
-                "snapshot": True,
-                "bids": sorted(book["bids"].items(), reverse=True),
-                "asks": sorted(book["asks"].items()),
-            }
-
-    def next_update(self, symbols: Sequence[str]) -> dict[str, Any]:
-        """A trade, or a book delta that keeps the book uncrossed around the new mid."""
-        rng = self.rng
-        with self.lock:
-            symbol = rng.choice(symbols)
-            mid = self.mids[symbol] = round(self.mids[symbol] + rng.uniform(-0.3, 0.3), 2)
-            if rng.random() < 0.5:
-                return {"type": "trade", "s": symbol, "p": mid, "q": rng.randint(1, 10)}
-            book = self.books[symbol]
-            delta: dict[str, list[tuple[float, int]]] = {"bids": [], "asks": []}
-            crossed = {"bids": [p for p in book["bids"] if p >= mid]}
-            crossed["asks"] = [p for p in book["asks"] if p <= mid]
-            for side, prices in crossed.items():
-                for price in prices:
-                    del book[side][price]
-                    delta[side].append((price, 0))
-            side = rng.choice(("bids", "asks"))
-            price = round(mid + (-0.5 if side == "bids" else 0.5) * rng.randint(1, 6), 2)
-            size = rng.randint(0, 50)
-            if size:
-                book[side][price] = size
-            else:
-                book[side].pop(price, None)
-            delta[side].append((price, size))
-            return {"type": "book", "s": symbol, **delta}
-
-    def handler(self, conn: ServerConnection) -> None:
-        from wsserver import Opcode
-
-        with self.lock:
-            self.sessions += 1
-            first = self.sessions == 1
-        restart_at = None
-        if first and self.restart_after is not None:
-            restart_at = time.monotonic() + self.restart_after
-        symbols: list[str] = []
-        next_at = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if restart_at is not None and now >= restart_at:
-                conn.close(1012, "service restart")
-                return
-            wait = max(0.0, next_at - now) if symbols else 1.0
-            if restart_at is not None:
-                wait = min(wait, max(0.0, restart_at - now))
-            try:
-                opcode, data = conn.recv_message(timeout=wait)
-            except TimeoutError:
-                pass
-            else:
-                if opcode == Opcode.CLOSE:
-                    conn.send_close(1000)
-                    return
-                request = json.loads(data)
-                wanted = sorted({arg.split(":", 1)[1] for arg in request.get("args", ())})
-                conn.send_message(json.dumps({"type": "subscribed", "symbols": wanted}))
-                for symbol in wanted:
-                    conn.send_message(json.dumps(self.snapshot(symbol)))
-                symbols = sorted(set(symbols) | set(wanted))
-                continue
-            if symbols and time.monotonic() >= next_at:
-                conn.send_message(json.dumps(self.next_update(symbols)))
-                next_at += 1.0 / self.rate
+    ticks = sum(s.trades for s in rows.values())
+    print(f"total: {ticks} ticks, {len(rows)} symbols, {len(errors)} reports")
 
 
 def run(
-    feeds: Sequence[tuple[str, Sequence[str]]],
-    args: argparse.Namespace,
-    until: Callable[[Market], bool] | None = None,
+    urls: dict[str, str], args: argparse.Namespace, *, done: Any = None
 ) -> tuple[Market, list[wspool.Connection], bool]:
-    """Stream for ``args.seconds`` (None: until Ctrl-C), close, print the summary.
+    """Stream for ``args.seconds`` (None: until Ctrl-C), then close and summarize.
 
-    ``until`` may extend the run, by up to GRACE seconds, until it holds.  Returns
-    the market, the connections and whether Ctrl-C ended the run."""
+    ``done(market, streams)`` may extend the run by up to GRACE seconds until it
+    holds.  Returns the market, the streams and whether Ctrl-C ended the run."""
     market = Market()
     interrupted = False
-    policy = wspool.ReconnectPolicy(initial_delay=0.2, max_delay=10.0)
     with wspool.Pool(workers=4, name="marketdata") as pool:
-        connections = start_feeds(
+        streams = connect_streams(
             pool,
-            feeds,
+            urls,
             market,
-            ping_interval=args.ping_interval,
-            ping_timeout=args.ping_interval / 2,
-            reconnect=policy,
+            rotation=args.rotation,
+            max_age=args.max_age,
+            stale_after=args.stale_after,
         )
-        print(f"{len(feeds)} feeds, {sum(len(s) for _, s in feeds)} symbols; Ctrl-C stops")
+        print(f"{len(streams)} streams; Ctrl-C stops")
         try:
             if args.seconds is None:
-                pool.run_forever()  # reconnecting feeds never end: until Ctrl-C
+                pool.run_forever()  # reconnecting streams never end: until Ctrl-C
             else:
                 time.sleep(args.seconds)
                 grace_end = time.monotonic() + GRACE
-                while until is not None and not until(market) and time.monotonic() < grace_end:
+                while done is not None and not done(market, streams):
+                    if time.monotonic() > grace_end:
+                        break
                     time.sleep(0.05)
         except KeyboardInterrupt:
             interrupted = True
             print("interrupted")
-    # Leaving the with block closed every feed: closing handshakes, last on_close.
-    print_summary(market, connections)
-    return market, connections, interrupted
+    # Leaving the with block closed every stream: closing handshakes, last callbacks.
+    print_summary(market, streams)
+    return market, streams, interrupted
 
 
-def demo_done(symbol_sets: Sequence[Sequence[str]]) -> Callable[[Market], bool]:
-    def done(market: Market) -> bool:
-        with market.lock:
-            traded = all(
-                market.symbols.get(s, SymbolState()).trades for ss in symbol_sets for s in ss
-            )
-            return traded and market.subscriptions.get("feed1", 0) >= 2
-
-    return done
+SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD")
+SILENT = "SOL-USD"  # the demo makes this stream go quiet for a while
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Three local venues; the second restarts its first session part-way."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from wsserver import WSServer
-
     if args.seconds is None:
-        args.seconds = 5.0
-    symbol_sets = [["AAPL", "MSFT", "NVDA"], ["BTC-USD", "ETH-USD"], ["EURUSD", "USDJPY", "GBPUSD"]]
-    venues = [DemoVenue(args.rate), DemoVenue(args.rate, args.seconds / 3), DemoVenue(args.rate)]
-    servers = [WSServer(venue.handler).start() for venue in venues]
-    try:
-        urls = [f"{server.url}/ws" for server in servers]
-        # Do not stop before the restarted feed is back and every symbol traded (a
-        # loaded machine is slow); the checks below then judge the outcome.
-        market, connections, interrupted = run(
-            list(zip(urls, symbol_sets, strict=True)), args, until=demo_done(symbol_sets)
-        )
-    finally:
-        for server in servers:
-            server.stop()
+        args.seconds = 4.0
+    feed = DemoFeed(rate=args.rate, symbols=SYMBOLS, max_session_age=args.session_age)
+    with feed:
+        urls = {symbol: f"{feed.url}/ticker" for symbol in SYMBOLS}
+        # Every session of one stream goes quiet 0.1 s after it opened (pings still
+        # answered): the watchdog replaces it, and on_gap shows the ticks it missed.
+        urls[SILENT] += "?silent_after=0.1&silent_for=1000"
+
+        def done(market: Market, streams: Sequence[wspool.Connection]) -> bool:
+            silent = next(conn for conn in streams if conn.label == SILENT)
+            if silent.stats.stale_replacements < 1 or silent.stats.gaps < 1:
+                return False
+            others = [conn for conn in streams if conn.label != SILENT]
+            return not args.rotation or all(conn.stats.rotations >= 1 for conn in others)
+
+        market, streams, interrupted = run(urls, args, done=done)
     if interrupted:
         return 130
-    # The demo checks itself.  Every delta went out before the venue's close reply and
-    # the pool delivers in order, so each local book must equal the venue's own.
     problems = []
-    for venue, symbols in zip(venues, symbol_sets, strict=True):
-        for symbol in symbols:
-            state = market.symbols.get(symbol, SymbolState())
-            if state.trades == 0:
-                problems.append(f"no trades for {symbol}")
-            book = venue.books.get(symbol, {})
-            if state.bids != book.get("bids") or state.asks != book.get("asks"):
-                problems.append(f"the {symbol} book differs from the venue's")
-    if connections[1].stats.reconnects < 1 or market.subscriptions.get("feed1", 0) < 2:
-        problems.append("feed1 did not reconnect and resubscribe")
+    with market.lock:
+        states = dict(market.symbols)
+    for conn in streams:
+        state = states.get(conn.label, SymbolState())
+        stats = conn.stats
+        if state.trades == 0:
+            problems.append(f"no ticks for {conn.label}")
+        if state.out_of_order:
+            problems.append(f"{conn.label}: {state.out_of_order} ticks out of order")
+        if conn.label == SILENT:
+            if stats.stale_replacements < 1 or not state.gaps:
+                problems.append(f"the silent {SILENT} was not replaced, or no gap was seen")
+        elif args.rotation and (state.gaps or stats.rotations < 1):
+            problems.append(f"{conn.label}: gaps {state.gaps[:3]}, rotations {stats.rotations}")
     print("demo: " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
     return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--demo", action="store_true", help="local venues (default without --feed)")
+    parser.add_argument("--url", help="a venue's URL (default: the local demo feed)")
+    parser.add_argument("symbols", nargs="*", help="symbols to follow with --url")
+    parser.add_argument("--seconds", type=float, help="run time (default: 4 for the demo)")
+    parser.add_argument("--rate", type=float, default=20.0, help="demo ticks/s per symbol")
     parser.add_argument(
-        "--feed",
-        nargs=2,
-        action="append",
-        metavar=("URL", "SYMBOLS"),
-        help="a feed URL and its comma-separated symbols; repeat for more feeds",
+        "--session-age", type=float, default=1.5, help="the demo venue cuts sessions this old"
     )
-    parser.add_argument("--seconds", type=float, help="stop after this long (demo: 5)")
-    parser.add_argument("--rate", type=float, default=50.0, help="demo messages/s per venue")
     parser.add_argument(
-        "--ping-interval", type=float, help="keepalive ping every N seconds (20; demo: 1)"
+        "--max-age", type=float, default=1.2, help="rotate sessions this old (max_age)"
+    )
+    parser.add_argument(
+        "--stale-after", type=float, default=0.5, help="replace a session this quiet"
+    )
+    parser.add_argument(
+        "--no-rotation",
+        dest="rotation",
+        action="store_false",
+        help="reconnect only: see the gaps each forced disconnect leaves",
     )
     args = parser.parse_args(argv)
-    if args.demo or not args.feed:
-        if args.ping_interval is None:
-            args.ping_interval = 0.5  # short, so the demo's summary shows round trips
+    for name in ("seconds", "rate", "session_age", "max_age", "stale_after"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.url is None:
+        if args.symbols:
+            parser.error("symbols need --url")
         return run_demo(args)
-    if args.ping_interval is None:
-        args.ping_interval = 20.0
-    _, _, interrupted = run([(url, symbols.split(",")) for url, symbols in args.feed], args)
+    if not args.symbols:
+        parser.error("--url needs at least one symbol")
+    _, _, interrupted = run({symbol: args.url for symbol in args.symbols}, args)
     return 130 if interrupted else 0
 
 

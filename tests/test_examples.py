@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 import signal
 import ssl
@@ -29,7 +30,7 @@ EXAMPLES = ROOT / "examples"
 WSServerFactory = Callable[..., WSServer]
 #: The checkout's wspool, installed or not, and not tests/: the examples run against
 #: the embedded demo feed (wspool.demofeed), as they must for a reader who installed
-#: wspool (market_data_fanin.py still finds tests/wsserver.py by itself).
+#: wspool.
 CHECKOUT_ONLY = (ROOT,)
 
 
@@ -125,27 +126,43 @@ def test_fanin_demo_rejects_bad_arguments() -> None:
 # --------------------------------------------------------------------- market_data_fanin
 
 
-def test_market_data_demo_resubscribes_after_a_server_restart() -> None:
-    """Close code 1012 (service restart, RFC 6455 §7.4 / IANA registry) ends one
-    session; the ReconnectPolicy brings it back and on_open subscribes again.  The
-    demo also checks that each local book equals its venue's."""
-    result = run_example("market_data_fanin.py", "--demo", "--seconds", "1", "--rate", "200")
+def test_market_data_demo_rotates_without_gaps_and_replaces_a_silent_stream() -> None:
+    """The demo feed cuts every session after 1.5 s (1001): max_age rotation with dedupe
+    keeps every stream without a gap; the stream whose sessions go quiet is replaced by
+    stale_after and on_gap reports the ticks it missed.  The demo checks itself."""
+    result = run_example("market_data_fanin.py", "--seconds", "2")
     assert_ok(result)
     out = result.stdout
-    assert "[feed1] closed 1012 'service restart' -> reconnecting" in out
-    assert "[feed1] reconnected; on_open resubscribes" in out
-    assert re.search(r"feed1: \d+ messages, [1-9]\d* reconnects, [2-9]\d* subscribes", out)
-    for symbol in ("AAPL", "BTC-USD", "USDJPY"):
-        assert re.search(rf"^{re.escape(symbol)}\s+[1-9]", out, re.MULTILINE), symbol
     assert out.rstrip().endswith("demo: OK")
+    assert "[SOL-USD] went silent: replacing its session" in out
+    assert re.search(r"\[SOL-USD\] gap: expected \d+, got \d+", out)
+    for symbol in ("BTC-USD", "ETH-USD", "ADA-USD"):
+        # symbol ticks vwap last rotations stale reconnects dupes gaps
+        row = re.search(
+            rf"^{re.escape(symbol)}\s+([1-9]\d*)\s+\S+\s+\S+\s+([1-9]\d*)\s+0\s+0\s+\d+\s+0$",
+            out,
+            re.M,
+        )
+        assert row, (symbol, out)
 
 
-def test_market_data_feed_mode_subscribes_on_given_urls(ws_server: WSServerFactory) -> None:
-    """With --feed URL SYMBOLS the script subscribes on that URL and closes cleanly."""
+def test_market_data_without_rotation_still_checks_itself() -> None:
+    result = run_example("market_data_fanin.py", "--seconds", "1", "--no-rotation")
+    assert_ok(result)
+    assert result.stdout.rstrip().endswith("demo: OK")
+    assert re.search(r"^BTC-USD\s+[1-9]\d*\s+\S+\s+\S+\s+0\s", result.stdout, re.M)
+
+
+def test_market_data_url_mode_subscribes_each_symbol_on_its_own_stream(
+    ws_server: WSServerFactory,
+) -> None:
+    """With --url URL SYMBOLS the script opens one stream per symbol, subscribes on
+    each, aggregates the ticks and closes cleanly."""
     requests: list[str] = []
     lock = threading.Lock()
 
     def venue(conn: ServerConnection) -> None:
+        seq = 0
         while True:
             try:
                 opcode, data = conn.recv_message()
@@ -154,22 +171,29 @@ def test_market_data_feed_mode_subscribes_on_given_urls(ws_server: WSServerFacto
             if opcode == Opcode.CLOSE:
                 conn.send_close(1000)
                 return
+            request = json.loads(data)
             with lock:
-                requests.append(data.decode())
-            conn.send_message('{"type": "trade", "s": "AAA", "p": 10.5, "q": 2}')
+                requests.append(request["symbols"][0])
+            for _ in range(3):
+                seq += 1
+                tick = {"type": "ticker", "symbol": request["symbols"][0], "seq": seq}
+                conn.send_message(json.dumps({**tick, "price": 10.5, "size": 2}))
 
     server = ws_server(venue)
     result = run_example(
-        "market_data_fanin.py", "--feed", f"{server.url}/ws", "AAA,BBB", "--seconds", "0.5"
+        "market_data_fanin.py", "--url", f"{server.url}/ws", "AAA", "BBB", "--seconds", "0.5"
     )
     assert_ok(result)
-    assert "1 feeds, 2 symbols" in result.stdout
-    assert re.search(r"^AAA\s+1\s+2\s+10\.50", result.stdout, re.MULTILINE)
-    assert "[feed0] closed 1000 '' -> closed" in result.stdout
+    assert "2 streams" in result.stdout
+    assert re.search(r"^AAA\s+3\s+10\.50\s+10\.50\s+0\s+0\s+0\s+0\s+0$", result.stdout, re.M)
     with lock:
-        assert requests == [
-            '{"op":"subscribe","args":["trades:AAA","book:AAA","trades:BBB","book:BBB"]}'
-        ]
+        assert sorted(requests) == ["AAA", "BBB"]
+
+
+def test_market_data_rejects_bad_arguments() -> None:
+    result = run_example("market_data_fanin.py", "AAA")
+    assert result.returncode == 2
+    assert "symbols need --url" in result.stderr
 
 
 # --------------------------------------------------------------------- endpoint_monitor

@@ -137,6 +137,7 @@ def test_without_rotation_the_forced_disconnects_show_as_gaps(feed: FeedServer) 
     assert conn.stats.gaps == len(tape.gaps)
     for expected, received in tape.gaps:
         assert received > expected
+    assert conn.stats.down_total > 0, "each reconnect left the stream without a session"
     assert tape.events[:3] == ["open", "close 1001", "open"]
 
 
@@ -430,3 +431,33 @@ def test_closing_in_the_middle_of_rotations_leaves_nothing_behind(
     assert tape.events[0] == "open" and tape.events[-1].startswith("close")
     assert tape.events.count("open") == 1 and len(tape.events) == 2
     assert conn.stats_dict()["sessions"] == 0
+
+
+def test_redundancy_over_other_urls_fails_over_between_paths(feed: FeedServer) -> None:
+    """redundancy=[other URL]: one session direct, one through a proxy (another path to
+    the same feed).  Cutting every proxied link leaves the direct session carrying the
+    stream, and the proxied one comes back: no gap, no duplicate."""
+    tape = Tape()
+    with FaultProxy(("127.0.0.1", feed.server.port)) as proxy, wspool.Pool(workers=2) as pool:
+        conn = pool.connect(
+            feed.url(),
+            subscribe="subscribe",
+            redundancy=[f"{proxy.url}/"],
+            dedupe=seq_of,
+            sequence=seq_of,
+            reconnect=wspool.ReconnectPolicy(initial_delay=0.05, max_delay=0.1),
+            **tape.callbacks(gaps=True),
+        )
+        assert wait_until(lambda: conn.stats_dict()["sessions"] == 2 and proxy.links(), WAIT)
+        for _ in range(3):
+            time.sleep(0.2)
+            proxy.reset()
+            assert wait_until(lambda: conn.stats_dict()["sessions"] == 1, WAIT)
+            assert wait_until(lambda: conn.stats_dict()["sessions"] == 2, WAIT)
+        count = len(tape.seqs)
+        assert wait_until(lambda: len(tape.seqs) > count + 20, WAIT)
+        conn.close()
+        assert conn.wait_closed(WAIT)
+    tape.assert_contiguous()
+    assert tape.gaps == [] and tape.events == ["open", "close 1000"]
+    assert proxy.counters()["accepted"] >= 4, "the proxied session was opened again each time"

@@ -443,6 +443,8 @@ class Connection:
             others = [m.session for m in self._members if m.session is not session]
         for other in others:
             other.start_close(status, reason)
+        if others and old is not ConnectionState.CLOSED:
+            self._owner.dispatcher.call_soon(self._cancel_replacements)
         if session is None and old is not ConnectionState.CLOSED:
             self._owner.dispatcher.call_soon(self._end_if_idle, CloseCode.NORMAL_CLOSURE)
 
@@ -545,7 +547,8 @@ class Connection:
         member = self._member(session)
         if member is None:
             return
-        self._member_opened(member)
+        if self._state is not ConnectionState.CLOSING and not self._owner.closing:
+            self._member_opened(member)  # subscriptions, timers
         if session is self._session:
             self._primary_opened(session)
         elif self._state is ConnectionState.CLOSING or self._owner.closing:
@@ -773,7 +776,6 @@ class Connection:
                 feed.max_age - feed.rotation_lead,
                 partial(self._start_replacement, member),
             )
-            self._member_timer(member, "age", feed.max_age, partial(self._age_reached, member))
         if feed.stale_after is not None:
             self._member_timer(
                 member, "stale", feed.stale_after, partial(self._check_stale, member)
@@ -920,6 +922,18 @@ class Connection:
                 old.role = SessionRole.RETIRING
                 old.session.start_close(CloseCode.NORMAL_CLOSURE, "")
 
+    def _cancel_replacements(self) -> None:
+        """close() came before a replacement took over: its messages are not the
+        stream's any more (it may have subscribed after the primary stopped, so they
+        need not follow on).  The StreamFilter forgets what it holds now, in order
+        with what was queued before; _feed_events drops what it still receives."""
+        feed = self._feed
+        if feed is None or not feed.filters:
+            return
+        for member in self._members:
+            if member.role is SessionRole.REPLACEMENT:
+                self._queue.put(_Source(member.bit, False))
+
     def _can_adopt(self) -> bool:
         if self._state is ConnectionState.CLOSING or self._owner.closing:
             return False
@@ -959,13 +973,6 @@ class Connection:
         ):
             return
         self._start_member(SessionRole.REPLACEMENT, member.slot, replaces=member)
-
-    def _age_reached(self, member: _Member) -> None:
-        """``max_age``: the replacement takes over now if it is open, data or not."""
-        member.timers.pop("age", None)
-        replacement = member.replacement
-        if replacement is not None and replacement.session.state is SessionState.OPEN:
-            self._promote(replacement)
 
     def _promote(self, member: _Member) -> None:
         """A replacement takes over the role of the session it replaces, which closes."""
@@ -1092,6 +1099,13 @@ class Connection:
             matches = self._heartbeat_reply
             if matches is not None:
                 events, messages, size = self._take_replies(member, events, matches, now)
+        if member.role is SessionRole.REPLACEMENT and self._state is ConnectionState.CLOSING:
+            # close() was called before it took over: what it receives is not the
+            # stream's (see _cancel_replacements), except a violation to report.
+            events = [e for e in events if type(e) is ProtocolError]
+            if not events:
+                return
+            messages = 0
         if messages:
             member.last_data = now
             stats.messages_in += messages
@@ -1099,12 +1113,6 @@ class Connection:
             if member.role is SessionRole.REPLACEMENT:
                 self._promote(member)
         role = member.role
-        if role is not SessionRole.PRIMARY and self._state is ConnectionState.CLOSING:
-            # close() was called: only the primary's last messages are still delivered
-            # (a replacement or standby opened meanwhile has nothing the user asked for).
-            events = [e for e in events if type(e) is ProtocolError]
-            if not events:
-                return
         if role is SessionRole.PRIMARY:
             rtt = session.last_rtt
             if rtt is not None:
@@ -1237,9 +1245,7 @@ class Connection:
             if item.live:
                 stream.source_started(item.bit)
             else:
-                released = stream.source_ended(item.bit)
-                if self._state is not ConnectionState.CLOSING:
-                    self._deliver_checked(released)  # (closing: see _feed_events)
+                self._deliver_checked(stream.source_ended(item.bit))
                 self.stats.duplicates_dropped = stream.duplicates
         elif kind is ProtocolError:
             # Every callback before the violation ran (their sends are queued on the
