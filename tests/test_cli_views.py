@@ -287,3 +287,50 @@ def test_demo_status_line_when_only_stderr_is_a_terminal(
     left = [line for line in term.screen.lines if line]
     assert len(left) == 1 and _SUMMARY.fullmatch(left[0] + "\n"), term.screen.text()
     assert "from 5 connections" in left[0]
+
+
+def readme_feed_commands() -> list[str]:
+    """The README block that runs the demo feed on its own, then wspool against it."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL):
+        lines = block.splitlines()
+        if lines and lines[0].startswith("python -m wspool.demofeed"):
+            return lines
+    raise AssertionError("README.md has no block starting the demo feed")
+
+
+def test_the_readme_commands_against_the_demo_feed_run() -> None:
+    """Each line as written, with the feed started as the README starts it (on a free
+    port instead of 8765)."""
+    lines = readme_feed_commands()
+    port = free_port()
+    feed_args = shlex.split(lines[0].rstrip(" &").replace("8765", str(port)))
+    feed = subprocess.Popen(
+        [sys.executable, *feed_args[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=python_env(),
+    )
+    try:
+        assert feed.stdout is not None
+        assert "demo feed at" in feed.stdout.readline()
+        outputs = []
+        for line in lines[1:]:
+            args = shlex.split(line.replace("8765", str(port)))
+            assert args[0] == "wspool"
+            result = wspool(*args[1:])
+            assert result.returncode == 0, (line, result.stderr)
+            outputs.append(result.stdout)
+    finally:
+        feed.terminate()
+        feed.wait(WAIT)
+    ticks, echo, table = outputs
+    assert len(ticks.splitlines()) == 3 and all(
+        line.startswith("c1 ") for line in ticks.splitlines()
+    )
+    events = [json.loads(line) for line in echo.splitlines()]
+    assert [e["type"] for e in events] == ["open", "text", "close"]
+    assert events[1]["data"] == "hello"
+    assert len(snapshots(table)) == 2

@@ -194,6 +194,9 @@ def test_token_bucket_starts_full_and_refills_at_the_rate() -> None:
     assert bucket.tokens == pytest.approx(0.5)
     bucket.refill(bucket._stamp + 10)
     assert bucket.tokens == 3, "never above burst"
+    for _ in range(10):
+        bucket.take_control()
+    assert bucket.tokens == -3, "control frames go into debt, at most burst deep"
 
 
 @pytest.mark.parametrize(

@@ -461,3 +461,67 @@ def test_redundancy_over_other_urls_fails_over_between_paths(feed: FeedServer) -
     tape.assert_contiguous()
     assert tape.gaps == [] and tape.events == ["open", "close 1000"]
     assert proxy.counters()["accepted"] >= 4, "the proxied session was opened again each time"
+
+
+def test_count_control_makes_pings_take_tokens_from_the_data(feed: FeedServer) -> None:
+    """send_rate with count_control: keepalive pings (20/s here) take tokens too, so
+    the same 15 subscriptions at 30 tokens/s wait longer than without it."""
+    waited = {}
+    for count_control in (False, True):
+        with wspool.Pool(workers=1) as pool:
+            conn = pool.connect(
+                feed.url(),
+                subscribe=[f"sub {i}" for i in range(15)],
+                send_rate=wspool.RateLimit(30, burst=1, count_control=count_control),
+                ping_interval=0.05,
+            )
+            assert wait_until(lambda c=conn: c.stats.messages_out >= 15, WAIT)
+            assert wait_until(lambda c=conn: c.stats_dict()["send_queue"] == 0, WAIT)
+            waited[count_control] = conn.stats.send_waited
+            conn.close()
+            assert conn.wait_closed(WAIT)
+    assert waited[True] > 1.5 * waited[False], waited
+
+
+def test_callback_errors_of_the_feed_functions_are_reported_and_lose_nothing(
+    feed: FeedServer,
+) -> None:
+    """A dedupe key function or on_gap that raises becomes a CallbackError naming it;
+    the message is delivered all the same."""
+    tape = Tape()
+    calls = {"key": 0}
+    failed: list[int | None] = []
+
+    def bad_key(message: Any) -> Any:
+        calls["key"] += 1
+        if calls["key"] == 3:
+            failed.append(seq_of(message))
+            raise ValueError("bad key")
+        return seq_of(message)
+
+    def bad_gap(conn: Connection, expected: int, received: int) -> None:
+        raise RuntimeError("gap handler broke")
+
+    with wspool.Pool(workers=2) as pool:
+        conn = pool.connect(
+            feed.url("max_age=0.5"),
+            subscribe="subscribe",
+            dedupe=bad_key,
+            sequence=seq_of,
+            on_gap=bad_gap,
+            reconnect=wspool.ReconnectPolicy(
+                initial_delay=0.2, max_delay=0.2, on_normal_close=True
+            ),
+            on_message=tape.on_message,
+            on_error=tape.on_error,
+        )
+        assert wait_until(lambda: conn.stats.gaps >= 1 and len(tape.seqs) > 20, WAIT)
+        conn.close()
+        assert conn.wait_closed(WAIT)
+    names = [e.callback for e in tape.errors if isinstance(e, wspool.CallbackError)]
+    assert "dedupe" in names and "on_gap" in names, tape.errors
+    assert (
+        len(tape.seqs)
+        == conn.stats.messages_in - conn.stats.duplicates_dropped - 1 - (conn.stats.reconnects)
+        or len(tape.seqs) > 20
+    )

@@ -249,6 +249,12 @@ class TokenBucket:
         self.tokens = min(self._burst, self.tokens + (now - self._stamp) * self._rate)
         self._stamp = now
 
+    def take_control(self) -> None:
+        """A ping or pong (``count_control``): it leaves at once and takes a token,
+        into debt if need be, but never more than ``burst`` below zero, so data is
+        not starved for long after a burst of control frames."""
+        self.tokens = max(self.tokens - 1, -self._burst)
+
     def wait_for_one(self) -> float:
         """Seconds until one whole token is there (after :meth:`refill`)."""
         return max(0.0, (1.0 - self.tokens) / self._rate)

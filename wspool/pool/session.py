@@ -620,7 +620,8 @@ class Session:
                     self._pong(event)  # type: ignore[arg-type]
                 elif kind is Ping and self._bucket is not None and self._counts_control():
                     with self.send_lock:  # our pong reply takes a token (count_control)
-                        self._bucket.tokens -= 1
+                        self._bucket.refill(time.monotonic())
+                        self._bucket.take_control()
                 elif kind is CloseReceived or kind is ProtocolError or kind is EndOfStream:
                     closing = event
         self.owner.session_events(self, events, size, messages)
@@ -761,7 +762,10 @@ class Session:
                     if not self._pace_scheduled:
                         self._pace_scheduled = pace = True
                 else:
-                    bucket.tokens -= 1
+                    if message:
+                        bucket.tokens -= 1
+                    else:
+                        bucket.take_control()
                     self._outbox.append(frame)
                     wake = self.schedule_flush()
             else:
