@@ -41,6 +41,7 @@ PAGES = (
     "howto/embedding.md",
     "howto/processes.md",
     "feeds.md",
+    "../README.md",
 )
 #: The fewest runnable snippets a page keeps (1 when not listed): a page whose
 #: snippets were turned into unchecked blocks fails here.
