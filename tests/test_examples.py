@@ -181,7 +181,15 @@ def test_market_data_url_mode_subscribes_each_symbol_on_its_own_stream(
 
     server = ws_server(venue)
     result = run_example(
-        "market_data_fanin.py", "--url", f"{server.url}/ws", "AAA", "BBB", "--seconds", "0.5"
+        "market_data_fanin.py",
+        "--url",
+        f"{server.url}/ws",
+        "AAA",
+        "BBB",
+        "--seconds",
+        "0.5",
+        "--stale-after",
+        "60",  # the venue sends three ticks only
     )
     assert_ok(result)
     assert "2 streams" in result.stdout

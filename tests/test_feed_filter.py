@@ -101,6 +101,7 @@ def test_two_sessions_joining_at_once_are_taken_one_after_the_other() -> None:
     that rotated while a replacement was still opening)."""
     stream = StreamFilter(feed(dedupe=lambda m: m))
     stream.source_started(A)
+    assert stream.admit(27, A, 27) == [27]
     stream.source_started(B)
     stream.source_started(C)
     assert stream.admit(28, B, 28) == []
@@ -235,3 +236,31 @@ def test_payloads() -> None:
     assert payloads_of(lambda conn: None, None) == []
     with pytest.raises(TypeError, match="not float"):
         coerce_subscribe([1.5])
+
+
+def test_a_joiner_ahead_from_the_start_goes_first() -> None:
+    """Two sessions open at once; the joining one gets 3 and 4 before the established
+    one's first message, 4: the joiner leads from its first message (the 4, 3, 5 of a
+    redundant stream whose standby subscribed first)."""
+    stream = StreamFilter(feed(dedupe=lambda m: m))
+    stream.source_started(A)
+    stream.source_started(B)
+    assert stream.admit(3, B, 3) == [3]
+    assert stream.admit(4, B, 4) == [4]
+    assert stream.admit(4, A, 4) == [], "A caught up: a duplicate"
+    assert stream.admit(5, A, 5) == [5]
+    assert stream.admit(5, B, 5) == []
+
+
+def test_when_sessions_open_together_the_first_to_deliver_leads() -> None:
+    """A was established first but B delivers first (1), then A's 2: the order is
+    B's, and A joins B (the 2, 1, 3 of two sessions opened at once)."""
+    stream = StreamFilter(feed(dedupe=lambda m: m))
+    stream.source_started(A)
+    stream.source_started(B)
+    assert stream.admit(1, B, 1) == [1], "nothing was delivered yet: B leads"
+    assert stream.admit(2, A, 2) == [], "A joins: held"
+    assert stream.admit(2, B, 2) == [2]
+    assert stream.held == 0, "B delivered a key A holds: A is in step"
+    assert stream.admit(3, A, 3) == [3]
+    assert stream.admit(3, B, 3) == []

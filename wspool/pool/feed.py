@@ -284,6 +284,7 @@ class StreamFilter:
 
     __slots__ = (
         "_dedupe",
+        "_delivering",
         "_expiring",
         "_joining",
         "_last",
@@ -298,6 +299,9 @@ class StreamFilter:
         self._dedupe = options.dedupe
         self._sequence = options.sequence
         self._live = 0  # bit mask of the established sources
+        # The established sources that have delivered a message: one that has not is
+        # no better placed than a joiner (see admit).
+        self._delivering = 0
         # A joining source's bit -> what it holds, key -> item, in arrival order.
         self._joining: dict[int, dict[Hashable, Any]] = {}
         # key -> bit mask of the sources that delivered it (insertion order = age).
@@ -320,6 +324,7 @@ class StreamFilter:
         now to be delivered (when no established source is left)."""
         self._joining.pop(bit, None)  # what it held, the established ones deliver
         self._live &= ~bit
+        self._delivering &= ~bit
         released: list[Any] = []
         if not self._live and self._joining:
             # The oldest joiner carries on alone; the others still join it.
@@ -350,12 +355,28 @@ class StreamFilter:
         ``[item]``, ``[]`` for a duplicate or a held message, more when held ones are
         released."""
         held = self._joining.get(bit)
+        if held is not None and not self._live & self._delivering:
+            # No established source has delivered anything yet (sessions that opened
+            # together): the first to deliver leads, the quiet ones join it instead.
+            del self._joining[bit]
+            quiet = self._live
+            self._live = self._delivering = bit
+            while quiet:
+                other = quiet & -quiet  # the lowest bit
+                quiet &= ~other
+                self._joining[other] = {}
+            released = [item for k, item in held.items() if self._first(k, bit)]
+            if self._first(key, bit):
+                released.append(item)
+            return released
         if held is None:
+            self._delivering |= bit
             if not self._first(key, bit):
                 return []
             if not self._joining:
                 return [item]
-            return [item, *self._caught_up(key)]
+            before, after = self._caught_up(key)
+            return [*before, item, *after]
         if key in self._seen or key in self._recent:
             # It caught up with (or is behind) an established source: from here on
             # the two overlap and the first arrival of each key wins, in order.
@@ -367,15 +388,23 @@ class StreamFilter:
             return self._establish(bit)  # never caught up: no holding without bound
         return []
 
-    def _caught_up(self, key: Hashable) -> list[Any]:
+    def _caught_up(self, key: Hashable) -> tuple[list[Any], list[Any]]:
         """An established source just delivered ``key``: a joiner that holds it is
-        ahead of that source, in step from ``key`` on; what it holds past ``key`` goes
-        out now (the established source's copies of those become duplicates)."""
-        released: list[Any] = []
+        ahead of that source, in step from ``key`` on.  Returns what the joiner holds
+        before ``key`` (older than it: delivered first) and after it (the established
+        source's copies of those become duplicates)."""
+        before: list[Any] = []
+        after: list[Any] = []
         for joiner, held in list(self._joining.items()):
             if key in held:
-                released += self._establish(joiner)
-        return released
+                past = False
+                for held_key, held_item in self._joining.pop(joiner).items():
+                    if held_key == key:
+                        past = True
+                    elif self._first(held_key, joiner):
+                        (after if past else before).append(held_item)
+                self._live |= joiner
+        return before, after
 
     def _establish(self, bit: int) -> list[Any]:
         held = self._joining.pop(bit, {})
@@ -383,7 +412,8 @@ class StreamFilter:
         released = [item for key, item in held.items() if self._first(key, bit)]
         if self._joining:
             for key in list(held):
-                released += self._caught_up(key)
+                before, after = self._caught_up(key)
+                released += before + after
         return released
 
     def _first(self, key: Hashable, bit: int) -> bool:
