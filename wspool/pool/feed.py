@@ -278,8 +278,10 @@ class StreamFilter:
     on the two overlap: first arrival wins, in order), or until every established
     source ended (then what it holds is delivered, in order, minus duplicates).  A
     source that is alone is established at once.  It also catches up the other way:
-    when an established source delivers a key a joiner holds, the joiner is ahead, and
-    what it holds past that key goes out at once.
+    when an established source delivers a key a joiner holds, the joiner is ahead:
+    what it holds before that key goes out first, then the key, then the rest.  And
+    while no established source has delivered anything (sessions that opened together),
+    the first source to deliver leads and the others join it.
     """
 
     __slots__ = (
@@ -404,11 +406,14 @@ class StreamFilter:
                     elif self._first(held_key, joiner):
                         (after if past else before).append(held_item)
                 self._live |= joiner
+                self._delivering |= joiner
         return before, after
 
     def _establish(self, bit: int) -> list[Any]:
         held = self._joining.pop(bit, {})
         self._live |= bit
+        if held:
+            self._delivering |= bit
         released = [item for key, item in held.items() if self._first(key, bit)]
         if self._joining:
             for key in list(held):
