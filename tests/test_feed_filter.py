@@ -264,3 +264,19 @@ def test_when_sessions_open_together_the_first_to_deliver_leads() -> None:
     assert stream.held == 0, "B delivered a key A holds: A is in step"
     assert stream.admit(3, A, 3) == [3]
     assert stream.admit(3, B, 3) == []
+
+
+def test_later_a_quiet_successor_keeps_the_lead() -> None:
+    """After the leader ended, the session that took over follows on from what was
+    delivered even before it delivers anything itself; a newer joiner that is ahead
+    waits for it (46, 47, 48, never 46, 48, 47)."""
+    stream = StreamFilter(feed(dedupe=lambda m: m))
+    stream.source_started(A)
+    assert stream.admit(46, A, 46) == [46]
+    stream.source_started(B)
+    assert stream.source_ended(A) == []  # B takes over, holding nothing yet
+    stream.source_started(C)
+    assert stream.admit(48, C, 48) == [], "C is ahead: held"
+    assert stream.admit(47, B, 47) == [47]
+    assert stream.admit(48, B, 48) == [48]
+    assert stream.admit(49, C, 49) == [49], "C caught up"

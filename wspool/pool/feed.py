@@ -280,8 +280,8 @@ class StreamFilter:
     source that is alone is established at once.  It also catches up the other way:
     when an established source delivers a key a joiner holds, the joiner is ahead:
     what it holds before that key goes out first, then the key, then the rest.  And
-    while no established source has delivered anything (sessions that opened together),
-    the first source to deliver leads and the others join it.
+    before the stream delivered anything (sessions that opened together), the first
+    source to deliver leads and the others join it.
     """
 
     __slots__ = (
@@ -357,9 +357,11 @@ class StreamFilter:
         ``[item]``, ``[]`` for a duplicate or a held message, more when held ones are
         released."""
         held = self._joining.get(bit)
-        if held is not None and not self._live & self._delivering:
-            # No established source has delivered anything yet (sessions that opened
-            # together): the first to deliver leads, the quiet ones join it instead.
+        if held is not None and not self._recent and not self._live & self._delivering:
+            # The stream has delivered nothing yet (sessions that opened together):
+            # the first to deliver leads, the quiet ones join it instead.  Later, an
+            # established source keeps the lead even while quiet: it follows on from
+            # what was delivered, a joiner may not.
             del self._joining[bit]
             quiet = self._live
             self._live = self._delivering = bit
