@@ -20,7 +20,9 @@ any credentials removed); ``str(exc)`` then names it::
     ├── WebSocketTLSException             TLS setup or verification failed
     ├── WebSocketConfigurationException   an option has an invalid value (also ValueError)
     ├── CallbackError                     a pool callback raised (the connection stays up)
-    └── DispatcherStoppedError            work handed to a stopped pool (also RuntimeError)
+    ├── DispatcherStoppedError            work handed to a stopped pool (also RuntimeError)
+    └── wspool.sinks.SinkError            a sink's engine refused a record or is unreachable
+        └── wspool.sinks.SinkClosedError  a record handed to a closed sink
 """
 
 from __future__ import annotations
