@@ -37,6 +37,8 @@ LIBRARIES = [
     "picows",
 ]
 REFERENCE = "wspool-pool"
+#: Accepted by --libs, not run by default: wspool.ProcessPool (fan-in only).
+EXTRA_LIBRARIES = ["wspool-processes"]
 MiB = 1024 * 1024
 
 Result = dict[str, Any]
@@ -518,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scenario.name:22} {scenario.kind:11} {scenario.params}")
         return 0
     libraries = [lib for lib in args.libs.split(",") if lib]
-    unknown = set(libraries) - set(LIBRARIES)
+    unknown = set(libraries) - set(LIBRARIES) - set(EXTRA_LIBRARIES)
     if unknown:
         parser.error(f"unknown libraries {sorted(unknown)}; choose from {LIBRARIES}")
     wanted = [s for s in args.scenarios.split(",") if s]

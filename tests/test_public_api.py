@@ -32,6 +32,7 @@ PACKAGE_MODULES = frozenset(
         "opening",
         "options",
         "pool",
+        "processes",
         "protocol",
         "transport",
     }
@@ -39,7 +40,7 @@ PACKAGE_MODULES = frozenset(
 
 #: Modules imported only on demand (``import wspool`` does not load them), so they show
 #: up as package attributes only once some code imported them.
-ON_DEMAND_MODULES = frozenset({"demofeed"})
+ON_DEMAND_MODULES = frozenset({"demofeed", "sinks"})
 
 #: Subpackages whose own ``__all__`` is checked too.
 SUBPACKAGES = ("wspool.pool", "wspool.protocol", "wspool.transport")

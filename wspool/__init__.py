@@ -55,6 +55,7 @@ from wspool.pool import (
     RateLimit,
     ReconnectPolicy,
 )
+from wspool.processes import ProcessPool
 from wspool.protocol import CloseCode, DeflateOptions, Opcode
 from wspool.protocol.trace import enableTrace
 
@@ -88,6 +89,7 @@ __all__ = [
     "Heartbeat",
     "Opcode",
     "Pool",
+    "ProcessPool",
     "RateLimit",
     "ReconnectPolicy",
     "UnknownOptionWarning",

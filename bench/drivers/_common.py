@@ -52,6 +52,7 @@ Result = dict[str, Any]
 
 DRIVERS = {
     "wspool-pool": "bench.drivers.wspool_pool",
+    "wspool-processes": "bench.drivers.wspool_processes",
     "wspool-blocking": "bench.drivers.wspool_blocking",
     "websocket-client": "bench.drivers.websocket_client",
     "websockets-asyncio": "bench.drivers.websockets_asyncio",
