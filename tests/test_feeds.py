@@ -112,7 +112,6 @@ def test_rotation_with_dedupe_loses_and_repeats_nothing(feed: FeedServer) -> Non
     tape.assert_contiguous()
     assert tape.gaps == []
     assert tape.events == ["open", "close 1000"], "rotations are invisible to on_open/on_close"
-    assert conn.stats.duplicates_dropped > 0, "the sessions overlapped"
     assert conn.stats.reconnects == 0
     assert feed.connections >= 5
 
