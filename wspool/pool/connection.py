@@ -1091,7 +1091,8 @@ class Connection:
 
     def _feed_events(self, session: Session, events: list[Event], size: int, messages: int) -> None:
         member = self._member(session)
-        if member is None:
+        feed = self._feed
+        if member is None or feed is None:
             return
         stats = self.stats
         if messages:
@@ -1122,9 +1123,7 @@ class Connection:
             # Other sessions deliver data (deduped), and violations (so that the
             # session's deferred failure is released, Session._defer_failure).
             keep_messages = role is SessionRole.STANDBY or (
-                role is not SessionRole.REPLACEMENT
-                and self._feed is not None
-                and self._feed.dedupe is not None
+                role is SessionRole.RETIRING and feed.dedupe is not None
             )
             delivered = [
                 e
@@ -1133,8 +1132,7 @@ class Connection:
             ]
             if not delivered:
                 return
-        filters = self._feed is not None and self._feed.filters
-        if filters and self._last_source != member.bit:
+        if feed.filters and self._last_source != member.bit:
             self._last_source = member.bit
             self._queue.put(_From(member.bit))
         self._queue.put_many(delivered, size)

@@ -13,6 +13,7 @@ confirmed it.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -25,12 +26,60 @@ from urllib.parse import SplitResult, urlsplit
 from wspool.exceptions import WebSocketException
 from wspool.pool.backoff import ReconnectPolicy
 
-__all__ = ["Record", "Sink", "SinkClosedError", "SinkError", "redacted_url"]
+__all__ = ["EngineConnection", "Record", "Sink", "SinkClosedError", "SinkError", "redacted_url"]
 
 log = logging.getLogger("wspool")
 
 #: The default reconnect schedule of a sink's engine connection.
 DEFAULT_RECONNECT = ReconnectPolicy(initial_delay=0.1, factor=2.0, max_delay=5.0)
+
+
+#: Bytes asked of the socket per read by an engine client.
+READ_SIZE = 256 * 1024
+
+
+class EngineConnection:
+    """The socket part both engine clients share: one blocking TCP connection
+    (TCP_NODELAY), whole writes, and a read buffer (``_buf`` from ``_pos``) that the
+    client's own parser consumes.  Every failure is an OSError naming ``url``
+    (already redacted), which the sink's sender treats as "reconnect"."""
+
+    def __init__(self, host: str, port: int, url: str, timeout: float) -> None:
+        self.url = url
+        self._buf = bytearray()
+        self._pos = 0
+        try:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise OSError(f"cannot connect to {url}: {exc}") from exc
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            self._sock.close()
+            raise
+
+    def close(self) -> None:
+        """Closes the socket."""
+        self._sock.close()
+
+    def _write_now(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise OSError(f"lost the connection to {self.url} while writing: {exc}") from exc
+
+    def _fill(self) -> None:
+        """Read once more into the buffer; what was consumed (before ``_pos``) goes."""
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        try:
+            chunk = self._sock.recv(READ_SIZE)
+        except OSError as exc:
+            raise OSError(f"lost the connection to {self.url} while reading: {exc}") from exc
+        if not chunk:
+            raise OSError(f"{self.url} closed the connection")
+        self._buf += chunk
 
 
 class SinkError(WebSocketException):

@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote
 
 from wspool.pool.backoff import ReconnectPolicy
-from wspool.sinks._base import Record, Sink, SinkError
+from wspool.sinks._base import EngineConnection, Record, Sink, SinkError
 
 __all__ = ["NatsClient", "NatsError", "NatsJetStreamSink", "NatsMessage"]
 
 #: The longest protocol line (INFO, MSG head, -ERR) the client accepts.
 MAX_LINE: Final = 64 * 1024
-_READ: Final = 256 * 1024
 #: JetStream's "stream name already in use": create_stream then uses the stream as is.
 _STREAM_NAME_IN_USE: Final = 10058
 _SUBJECT_UNSAFE: Final = re.compile(r"[\s.*>]")
@@ -75,7 +73,7 @@ def _header_block(headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-class NatsClient:
+class NatsClient(EngineConnection):
     """One blocking NATS connection: CONNECT with headers, publishes pipelined,
     messages parsed from partial reads, PINGs answered.  Errors name the server
     (``url``, already redacted).  Not thread-safe: one thread uses it."""
@@ -91,17 +89,10 @@ class NatsClient:
         password: str | None = None,
         token: str | None = None,
     ) -> None:
-        self.url = url
-        self._buf = bytearray()
-        self._pos = 0
+        super().__init__(host, port, url, timeout)
         self._out: list[bytes] = []
         self._next_token = 0
         try:
-            self._sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            raise OSError(f"cannot connect to {url}: {exc}") from exc
-        try:
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             op, rest = self._read_op()
             if op != "INFO":
                 raise OSError(f"{url} is not a NATS server (it began with {op!r})")
@@ -133,10 +124,6 @@ class NatsClient:
         except BaseException:
             self._sock.close()
             raise
-
-    def close(self) -> None:
-        """Closes the socket."""
-        self._sock.close()
 
     def new_reply(self) -> str:
         """A fresh reply subject on this connection's inbox."""
@@ -196,12 +183,6 @@ class NatsClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _write_now(self, data: bytes) -> None:
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            raise OSError(f"lost the connection to {self.url} while writing: {exc}") from exc
-
     def _wait_pong(self) -> None:
         while True:
             op, rest = self._read_op()
@@ -217,18 +198,6 @@ class NatsClient:
             raise OSError(f"{self.url} reported an error: {rest.strip(chr(39))}")
         elif op not in ("+OK", "INFO", "PONG"):
             raise OSError(f"{self.url} sent an unknown operation {op!r}")
-
-    def _fill(self) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        try:
-            chunk = self._sock.recv(_READ)
-        except OSError as exc:
-            raise OSError(f"lost the connection to {self.url} while reading: {exc}") from exc
-        if not chunk:
-            raise OSError(f"{self.url} closed the connection")
-        self._buf += chunk
 
     def _read_line(self) -> str:
         while True:

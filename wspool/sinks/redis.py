@@ -6,19 +6,17 @@ text|binary data D``; a batch is one pipelined write followed by its replies.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from typing import Final, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from wspool.pool.backoff import ReconnectPolicy
-from wspool.sinks._base import Record, Sink, SinkError
+from wspool.sinks._base import EngineConnection, Record, Sink, SinkError
 
 __all__ = ["RedisClient", "RedisError", "RedisStreamSink"]
 
 #: The longest reply line (status, error, length) the client accepts.
 MAX_LINE: Final = 64 * 1024
-_READ: Final = 256 * 1024
 
 
 class RedisError(SinkError):
@@ -41,23 +39,9 @@ def _encode(args: Sequence[str | bytes | int | float]) -> bytes:
     return b"".join(parts)
 
 
-class RedisClient:
+class RedisClient(EngineConnection):
     """One blocking RESP2 connection: commands pipelined, replies parsed from partial
     reads.  Errors name the server (``url``, already redacted)."""
-
-    def __init__(self, host: str, port: int, url: str, timeout: float) -> None:
-        self.url = url
-        self._buf = bytearray()
-        self._pos = 0
-        try:
-            self._sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            raise OSError(f"cannot connect to {url}: {exc}") from exc
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def close(self) -> None:
-        """Closes the socket."""
-        self._sock.close()
 
     def pipeline(self, commands: Sequence[Sequence[str | bytes | int | float]]) -> list[Reply]:
         """Sends every command in one write, then reads one reply each, in order.
@@ -67,10 +51,7 @@ class RedisClient:
 
     def send(self, commands: Sequence[Sequence[str | bytes | int | float]]) -> None:
         """Writes every command in one go; read their replies with :meth:`reply`."""
-        try:
-            self._sock.sendall(b"".join(_encode(cmd) for cmd in commands))
-        except OSError as exc:
-            raise OSError(f"lost the connection to {self.url} while writing: {exc}") from exc
+        self._write_now(b"".join(_encode(cmd) for cmd in commands))
 
     def command(self, *args: str | bytes | int | float) -> Reply:
         """One command; an error reply is raised."""
@@ -86,22 +67,10 @@ class RedisClient:
             try:
                 value = self._parse()
             except _Incomplete:
-                self._pos = start
+                self._pos = start  # _fill drops only what was consumed before it
                 self._fill()
                 continue
-            if self._pos > _READ:
-                del self._buf[: self._pos]
-                self._pos = 0
             return value
-
-    def _fill(self) -> None:
-        try:
-            chunk = self._sock.recv(_READ)
-        except OSError as exc:
-            raise OSError(f"lost the connection to {self.url} while reading: {exc}") from exc
-        if not chunk:
-            raise OSError(f"{self.url} closed the connection")
-        self._buf += chunk
 
     def _line(self) -> bytes:
         end = self._buf.find(b"\r\n", self._pos)
