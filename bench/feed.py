@@ -8,10 +8,13 @@ the request path, so every driver needs nothing but URLs:
     frames flat out.  With ``deflate=1`` and a permessage-deflate offer, the frames are
     compressed once, in sequence with context takeover, and the same compressed stream
     is sent to every connection (each client inflater sees a valid stream).
-``/paced?rate=R&count=N``
+``/paced?rate=R&count=N[&start=open]``
     After "go", send N timestamped 128-byte JSON messages at R per second, starting at
     a random phase.  ``"ts"`` is ``time.monotonic_ns()`` just before the write (the
-    clock is system-wide on Linux, so the client can subtract it).
+    clock is system-wide on Linux, so the client can subtract it).  With
+    ``start=open`` the messages start right after the handshake response, without a
+    "go": a client opening many connections gets messages on the first ones while it
+    is still opening the rest (the ramp-up latency).
 ``/large?size=S&type=text|binary``
     Each text message the client sends is answered with one S-byte message.
 ``/frag?size=S&frag=F``
@@ -342,6 +345,8 @@ class FeedServer:
         conn.upgraded = True
         self.stats["upgraded"] += 1
         self.stats["open"] += 1
+        if conn.mode == "paced" and conn.params.get("start") == "open":
+            self.go(conn)  # queued after the 101 response, so it can't overtake it
 
     def frames(self, conn: Conn) -> None:
         """Parse the client's masked frames; unmask only the short ones."""

@@ -11,9 +11,15 @@ Scenarios (``base`` is the feed server's ``ws://127.0.0.1:PORT``):
     send ``"go"`` on each, and count text messages (``str``, decoded and so UTF-8
     validated) in a Python callback.  Returns ``opened``, ``messages``, ``seconds``
     (first "go" to last message) and ``errors``.
-``latency(connections, count, rate)``
-    The same against ``/paced``; each callback records ``time.monotonic_ns() - ts``.
-    Returns ``opened``, ``messages`` and ``p50_us``/``p99_us``/``p999_us``/``max_us``.
+``latency(connections, count, rate, settle[, start])``
+    The same against ``/paced``; each callback records the message's ``ts`` and
+    ``time.monotonic_ns() - ts``.  With ``start="open"`` the server starts each
+    connection's paced feed as soon as its handshake is done and no "go" is sent, so
+    messages arrive while the other connections are still opening.  Returns
+    ``opened``, ``messages``, ``open_seconds`` and :func:`latency_report`'s fields:
+    ``p50_us``/``p99_us``/``p999_us``/``max_us`` over the steady state (messages sent
+    ``settle`` seconds or more after the last connection opened), the same with a
+    ``ramp_`` prefix over the ramp-up (messages sent before it opened).
 ``idle(connections)``
     Open ``connections`` to ``/idle``.  Returns ``opened``, ``open_seconds``,
     ``rss_kib_per_connection`` (resident growth over the open) and ``threads`` (the
@@ -52,12 +58,14 @@ Result = dict[str, Any]
 
 DRIVERS = {
     "wspool-pool": "bench.drivers.wspool_pool",
+    "wspool-pool-inline": "bench.drivers.wspool_pool_inline",
     "wspool-processes": "bench.drivers.wspool_processes",
     "wspool-blocking": "bench.drivers.wspool_blocking",
     "websocket-client": "bench.drivers.websocket_client",
     "websockets-asyncio": "bench.drivers.websockets_asyncio",
     "websockets-sync": "bench.drivers.websockets_sync",
     "picows": "bench.drivers.picows_driver",
+    "aiohttp": "bench.drivers.aiohttp_driver",
 }
 
 #: How long opening every connection may take.
@@ -80,19 +88,26 @@ class Unsupported(Exception):
 
 
 class Countdown:
-    """Thread-safe countdown: ``wait`` returns True once ``hit`` was called n times."""
+    """Thread-safe countdown: ``wait`` returns True once ``hit`` was called n times.
+
+    ``done_ns`` is ``time.monotonic_ns()`` at the hit that reached zero (taken in the
+    hitting thread, so a waiter's wake-up delay is not part of it), else None.
+    """
 
     def __init__(self, n: int) -> None:
         self._left = n
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self.done_ns: int | None = None
         if n <= 0:
+            self.done_ns = time.monotonic_ns()
             self._done.set()
 
     def hit(self, k: int = 1) -> None:
         with self._lock:
             self._left -= k
-            if self._left <= 0:
+            if self._left <= 0 and self.done_ns is None:
+                self.done_ns = time.monotonic_ns()
                 self._done.set()
 
     @property
@@ -111,7 +126,14 @@ def feed_urls(params: Params) -> list[str]:
 
 def paced_urls(params: Params) -> list[str]:
     url = f"{params['base']}/paced?rate={params['rate']}&count={params['count']}"
+    if ramp_up(params):
+        url += "&start=open"
     return [url] * params["connections"]
+
+
+def ramp_up(params: Params) -> bool:
+    """A latency run whose feeds start at each handshake, with no "go" sent."""
+    return params.get("start") == "open"
 
 
 def large_url(params: Params) -> str:
@@ -160,6 +182,28 @@ def latency_summary(latencies_ns: list[int]) -> Result:
         "p999_us": rank(0.999),
         "max_us": round(ordered[-1] / 1000, 1),
     }
+
+
+#: A latency sample: the server's send stamp and the latency, both in nanoseconds (one
+#: tuple, so that appends from several threads keep each pair together).
+Sample = tuple[int, int]
+
+
+def latency_report(samples: list[Sample], all_open_ns: int | None, params: Params) -> Result:
+    """Split latency samples by when the server sent them, against the moment the last
+    connection opened: the ramp-up (sent before it), the steady state (sent ``settle``
+    seconds or more after it; what arrives in between is in neither).  Steady
+    percentiles keep the plain names (``p50_us``...), ramp-up ones a ``ramp_`` prefix;
+    ``steady_messages`` and ``ramp_messages`` say how many samples each has."""
+    if all_open_ns is None:  # never all open: the runner refuses the row anyway
+        all_open_ns = max((stamp for stamp, _ in samples), default=0) + 1
+    steady_from = all_open_ns + int(float(params.get("settle", 0)) * 1e9)
+    ramp = [latency for stamp, latency in samples if stamp < all_open_ns]
+    steady = [latency for stamp, latency in samples if stamp >= steady_from]
+    report: Result = {"steady_messages": len(steady), "ramp_messages": len(ramp)}
+    report.update(latency_summary(steady))
+    report.update({f"ramp_{k}": v for k, v in latency_summary(ramp).items()})
+    return report
 
 
 def parse_count(reply: str) -> int:

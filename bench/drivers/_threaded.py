@@ -24,14 +24,16 @@ from bench.drivers._common import (
     Countdown,
     Params,
     Result,
+    Sample,
     check_message,
     feed_urls,
     fragments_url,
     large_url,
-    latency_summary,
+    latency_report,
     os_threads,
     paced_urls,
     parse_count,
+    ramp_up,
     rss_kib,
     stamp_of,
 )
@@ -78,6 +80,11 @@ class Fleet(abc.ABC):
         """Close one connection with a short close-handshake timeout."""
 
     # -- shared bookkeeping ----------------------------------------------------------
+    @property
+    def all_open_ns(self) -> int | None:
+        """``time.monotonic_ns()`` when the last connection opened, once all have."""
+        return self._open.done_ns
+
     def connected(self, index: int, conn: Any) -> None:
         """Called by :meth:`serve` once connection ``index`` is open."""
         self.conns[index] = conn
@@ -202,7 +209,7 @@ def latency(new_fleet: NewFleet, params: Params) -> Result:
     per_connection = params["count"]
     urls = paced_urls(params)
     done = Countdown(len(urls))
-    samples: list[int] = []
+    samples: list[Sample] = []
     record = samples.append  # list.append is atomic under the GIL
     now = time.monotonic_ns
 
@@ -210,7 +217,9 @@ def latency(new_fleet: NewFleet, params: Params) -> Result:
         counter = [0]
 
         def on_message(conn: Any, message: str) -> None:
-            record(now() - stamp_of(message))
+            arrived = now()
+            stamp = stamp_of(message)
+            record((stamp, arrived - stamp))
             counter[0] += 1
             if counter[0] == per_connection:
                 done.hit()
@@ -218,16 +227,18 @@ def latency(new_fleet: NewFleet, params: Params) -> Result:
         return on_message
 
     with new_fleet(False) as fleet:
-        fleet.open_all(urls, make_handler)
-        for index in range(len(urls)):
-            fleet.send(index, "go")
+        seconds = fleet.open_all(urls, make_handler)
+        if not ramp_up(params):
+            for index in range(len(urls)):
+                fleet.send(index, "go")
         _drain(fleet, done, params, "the paced messages")
         errors = len(fleet.errors)
     return {
         "opened": fleet.opened,
         "messages": len(samples),
+        "open_seconds": seconds,
         "errors": errors,
-        **latency_summary(samples),
+        **latency_report(samples, fleet.all_open_ns, params),
     }
 
 

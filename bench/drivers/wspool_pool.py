@@ -1,4 +1,8 @@
-"""wspool.Pool: one dispatcher thread, callbacks on the worker pool (default options)."""
+"""wspool.Pool: one dispatcher thread, callbacks on the worker pool (default options).
+
+The scenario functions take the Pool's options from :func:`pool_options`, so a variant
+(``wspool_pool_inline``: callbacks on the dispatcher thread) reuses them unchanged.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +18,39 @@ from bench.drivers._common import (
     Countdown,
     Params,
     Result,
+    Sample,
+    Unsupported,
     check_message,
     feed_urls,
     fragments_url,
     large_url,
-    latency_summary,
+    latency_report,
     os_threads,
     paced_urls,
     parse_count,
+    ramp_up,
     rss_kib,
     stamp_of,
 )
 
 
-def _pool_options(params: Params) -> dict[str, Any]:
-    """Pool defaults unless the run asks otherwise (``{"workers": 2}`` for experiments)."""
-    return {"workers": params["workers"]} if "workers" in params else {}
+def pool_options(params: Params) -> dict[str, Any]:
+    """Pool defaults unless the run asks otherwise: ``{"workers": 2}`` for experiments,
+    ``{"deliver": "dispatcher"}`` from the inline variant."""
+    return {name: params[name] for name in ("workers", "deliver") if name in params}
+
+
+def make_pool(params: Params) -> wspool.Pool:
+    """The run's Pool; a ``deliver`` this wspool does not have yet is unsupported."""
+    options = pool_options(params)
+    try:
+        return wspool.Pool(**options)
+    except TypeError as exc:
+        if "deliver" not in options:
+            raise
+        raise Unsupported(
+            f"this wspool's Pool has no deliver={options['deliver']!r} (TypeError: {exc})"
+        ) from None
 
 
 class _Fleet:
@@ -42,6 +63,11 @@ class _Fleet:
         self.opened = 0
         self._lock = threading.Lock()
         self._open: Countdown | None = None
+
+    @property
+    def all_open_ns(self) -> int | None:
+        """``time.monotonic_ns()`` when the last connection opened, once all have."""
+        return None if self._open is None else self._open.done_ns
 
     def open_all(self, urls: list[str], labels: list[Any] | None = None, **options: Any) -> float:
         """Connect to every URL and wait until all are open; returns the seconds taken."""
@@ -91,7 +117,7 @@ def fanin(params: Params) -> Result:
 
     compression = "deflate" if params.get("deflate") else None
     counters = [[0] for _ in urls]
-    with wspool.Pool(**_pool_options(params)) as pool:
+    with make_pool(params) as pool:
         fleet = _Fleet(pool)
         fleet.open_all(urls, counters, on_message=on_message, compression=compression)
         started = time.monotonic()
@@ -113,35 +139,39 @@ def latency(params: Params) -> Result:
     urls = paced_urls(params)
     per_connection = params["count"]
     done = Countdown(len(urls))
-    samples: list[int] = []
+    samples: list[Sample] = []
     record = samples.append  # list.append is atomic under the GIL
     now = time.monotonic_ns
 
     def on_message(conn: wspool.Connection, message: str) -> None:
-        record(now() - stamp_of(message))
+        arrived = now()
+        stamp = stamp_of(message)
+        record((stamp, arrived - stamp))
         counter = conn.label
         counter[0] += 1
         if counter[0] == per_connection:
             done.hit()
 
     counters = [[0] for _ in urls]
-    with wspool.Pool(**_pool_options(params)) as pool:
+    with make_pool(params) as pool:
         fleet = _Fleet(pool)
-        fleet.open_all(urls, counters, on_message=on_message)
-        for conn in fleet.connections:
-            conn.send("go")
+        seconds = fleet.open_all(urls, counters, on_message=on_message)
+        if not ramp_up(params):
+            for conn in fleet.connections:
+                conn.send("go")
         done.wait(params.get("timeout", 300))
     return {
         "opened": fleet.opened,
         "messages": len(samples),
+        "open_seconds": seconds,
         "errors": len(fleet.errors),
-        **latency_summary(samples),
+        **latency_report(samples, fleet.all_open_ns, params),
     }
 
 
 def idle(params: Params) -> Result:
     urls = [f"{params['base']}/idle"] * params["connections"]
-    with wspool.Pool(**_pool_options(params)) as pool:
+    with make_pool(params) as pool:
         # Start the dispatcher before the baseline so only per-connection memory counts.
         pool.dispatcher.call_soon(lambda: None)
         time.sleep(0.05)
@@ -169,7 +199,7 @@ def _one_by_one(url: str, params: Params) -> Result:
         arrived.release()
 
     times = []
-    with wspool.Pool(**_pool_options(params)) as pool:
+    with make_pool(params) as pool:
         fleet = _Fleet(pool)
         fleet.open_all([url], on_message=on_message, compression=None)
         conn = fleet.connections[0]
@@ -208,7 +238,7 @@ def send_large(params: Params) -> Result:
         replies.append(message)
         arrived.hit()
 
-    with wspool.Pool(**_pool_options(params)) as pool:
+    with make_pool(params) as pool:
         fleet = _Fleet(pool)
         fleet.open_all([f"{params['base']}/sink"], on_message=on_message, compression=None)
         conn = fleet.connections[0]
@@ -230,7 +260,7 @@ def sending(params: Params) -> Result:
         arrived.hit()
 
     per_thread = params["per_thread"]
-    with wspool.Pool(**_pool_options(params)) as pool:
+    with make_pool(params) as pool:
         fleet = _Fleet(pool)
         fleet.open_all(urls, on_message=on_message, compression=None)
         conns = fleet.connections
