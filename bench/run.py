@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = [
     "wspool-pool",
+    "wspool-pool-inline",
     "wspool-blocking",
     "websocket-client",
     "websockets-asyncio",
@@ -47,10 +48,8 @@ LIBRARIES = [
 REFERENCE = "wspool-pool"
 #: Runs of each (scenario, library) pair unless --runs says otherwise.
 RUNS = 3
-#: Accepted by --libs, not run by default: wspool.ProcessPool (fan-in only), and the
-#: inline delivery, whose Pool(deliver="dispatcher") is not built yet (the row says
-#: "unsupported" until it is; it joins LIBRARIES then).
-EXTRA_LIBRARIES = ["wspool-processes", "wspool-pool-inline"]
+#: Accepted by --libs, not run by default: wspool.ProcessPool (fan-in only).
+EXTRA_LIBRARIES = ["wspool-processes"]
 MiB = 1024 * 1024
 
 Result = dict[str, Any]

@@ -267,12 +267,12 @@ def run_pool_case(
     return case.outcome(error_types, timed_out=case_timeout)
 
 
-def _load_wspool_pool(timeout: float) -> Client:
+def _load_wspool_pool(timeout: float, deliver: str = "workers") -> Client:
     blocking = _load_wspool(timeout)  # imports the checkout's wspool
     wspool = sys.modules["wspool"]
     # One pool for the whole run with the default workers: the shape a real program
     # has.  Its threads start with the first case; run.py calls shutdown at the end.
-    pool = wspool.Pool()
+    pool = wspool.Pool(deliver=deliver)
     error_types = (wspool.WebSocketException,)
 
     def run(url: str) -> Outcome:
@@ -290,7 +290,7 @@ def _load_wspool_pool(timeout: float) -> Client:
         )
 
     return Client(
-        agent="wspool-pool",
+        agent="wspool-pool" if deliver == "workers" else f"wspool-pool-{deliver}",
         version=blocking.version,
         connect=blocking.connect,  # control requests (getCaseCount, ...) are not cases
         error_types=error_types,
@@ -302,6 +302,8 @@ def _load_wspool_pool(timeout: float) -> Client:
 CLIENTS: dict[str, Callable[[float], Client]] = {
     "wspool": _load_wspool,
     "wspool-pool": _load_wspool_pool,
+    # Pool(deliver="dispatcher"): the callbacks (and so the echo) on the dispatcher thread.
+    "wspool-pool-inline": lambda timeout: _load_wspool_pool(timeout, "dispatcher"),
     "websocket-client": _load_websocket_client,
 }
 

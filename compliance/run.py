@@ -54,7 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=sorted(agents.CLIENTS),
         default=DEFAULT_CLIENT,
         help="client under test (default: wspool's blocking client, from this checkout; "
-        "wspool-pool: the same checkout's Pool, one connection per case)",
+        "wspool-pool: the same checkout's Pool, one connection per case; "
+        'wspool-pool-inline: that Pool with deliver="dispatcher")',
     )
     parser.add_argument(
         "--cases",

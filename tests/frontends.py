@@ -3,6 +3,8 @@
 * ``connect``: the blocking client, ``wspool.connect(url, **options)``;
 * ``pool``: ``wspool.Pool().connect(url, on_open=..., on_message=..., on_error=...,
   on_close=..., **options)``;
+* ``pool-inline``: the same on ``wspool.Pool(deliver="dispatcher")``, whose callbacks
+  run on the dispatcher thread;
 * ``app``: ``wspool.WebSocketApp(url, ...).run_forever(**options)`` in a thread of its
   own (websocket-client's callback API on a Pool).
 
@@ -40,7 +42,7 @@ from wspool import Opcode
 __all__ = ["FRONT_ENDS", "OPEN_WAIT", "FrontEnd", "Handle", "front", "make_front"]
 
 #: The front ends, in the order the parametrized tests run them.
-FRONT_ENDS = ("connect", "pool", "app")
+FRONT_ENDS = ("connect", "pool", "pool-inline", "app")
 #: Upper bound for an opening to succeed or fail (tests that expect a timeout pass a
 #: much shorter open_timeout).
 OPEN_WAIT = 15.0
@@ -204,10 +206,11 @@ class _PoolHandle(Handle):
 
 class PoolFront(FrontEnd):
     name = "pool"
+    deliver = "workers"
 
     def __init__(self) -> None:
         super().__init__()
-        self.pool = wspool.Pool(workers=2, name="frontends-pool")
+        self.pool = wspool.Pool(workers=2, name=f"frontends-{self.name}", deliver=self.deliver)
 
     def _open(self, url: str, options: dict[str, Any]) -> Handle:
         recorder = _Recorder()
@@ -347,11 +350,19 @@ class AppFront(FrontEnd):
         self.pool.close(timeout=CLOSE_WAIT)
 
 
+class InlinePoolFront(PoolFront):
+    """The Pool with ``deliver="dispatcher"``: every callback on the dispatcher thread."""
+
+    name = "pool-inline"
+    deliver = "dispatcher"
+
+
 def make_front(name: str) -> FrontEnd:
     """A fresh front end; call :meth:`FrontEnd.shutdown` when done."""
     kinds: dict[str, type[FrontEnd]] = {
         "connect": ConnectFront,
         "pool": PoolFront,
+        "pool-inline": InlinePoolFront,
         "app": AppFront,
     }
     return kinds[name]()

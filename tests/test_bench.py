@@ -158,15 +158,15 @@ def test_the_aiohttp_peer_runs_fanin_and_ramp_up_latency_with_counts_that_add_up
     assert result["p50_us"] is None or result["p50_us"] > 0
 
 
-def test_the_inline_row_says_the_pool_lacks_deliver() -> None:
+def test_the_inline_row_runs_on_pool_deliver_dispatcher() -> None:
     fanin = dataclasses.replace(
         scenario("fanin-10"), params={"connections": 2, "count": 20}, quick={}
     )
     row = bench_run.run_one(fanin, "wspool-pool-inline", quick=False, timeout=60)
-    # Pool(deliver="dispatcher") is not built yet: the row must say so, naming the
-    # TypeError.  When it lands, this test asserts status "ok" and 40 messages instead.
-    assert row["status"] == "unsupported", row
-    assert "deliver='dispatcher'" in row["reason"] and "TypeError" in row["reason"]
+    assert row["status"] == "ok", row
+    assert row["server"]["sent_messages"] == row["result"]["messages"] == 40
+    assert "wspool-pool-inline" in bench_run.LIBRARIES
+    assert bench_run.REFERENCE == "wspool-pool"  # the inline row is never the reference
 
 
 def test_paced_feed_with_start_open_sends_without_a_go(feed: bench_run.FeedServer) -> None:

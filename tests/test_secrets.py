@@ -149,7 +149,7 @@ def _front_objects(front: FrontEnd, handle: Any) -> dict[str, object]:
     """The user-visible objects of an open handle, by name."""
     if front.name == "connect":
         return {"WebSocket": handle.ws}
-    if front.name == "pool":
+    if front.name in ("pool", "pool-inline"):
         conn = handle.connection
         return {
             "Connection": conn,

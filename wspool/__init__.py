@@ -30,6 +30,7 @@ from wspool.client import WebSocket, connect, create_connection
 from wspool.exceptions import (
     CallbackError,
     DispatcherStoppedError,
+    DispatcherThreadError,
     WebSocketAddressException,
     WebSocketBadStatusException,
     WebSocketConfigurationException,
@@ -86,6 +87,7 @@ __all__ = [
     "ConnectionStats",
     "DeflateOptions",
     "DispatcherStoppedError",
+    "DispatcherThreadError",
     "Heartbeat",
     "Opcode",
     "Pool",

@@ -247,6 +247,16 @@ def _rebuild_callback_error(
     return error
 
 
+class DispatcherThreadError(WebSocketException, RuntimeError):
+    """A blocking wait was called on the pool's dispatcher thread, which it waits for.
+
+    ``Pool.close()``, ``run_forever()``, ``Connection.wait_closed()`` and ``drain()``
+    wait for work the dispatcher does; called from the dispatcher itself (an inline
+    callback of ``Pool(deliver="dispatcher")``, or a done callback) they would never
+    return.  Call ``conn.close()`` (it returns at once) and wait from another thread.
+    """
+
+
 class DispatcherStoppedError(WebSocketException, RuntimeError):
     """Work was handed to a dispatcher that has stopped (or is stopping); it cannot run.
 

@@ -41,7 +41,7 @@ def pool_options(params: Params) -> dict[str, Any]:
 
 
 def make_pool(params: Params) -> wspool.Pool:
-    """The run's Pool; a ``deliver`` this wspool does not have yet is unsupported."""
+    """The run's Pool; a ``deliver`` that an older wspool lacks is unsupported."""
     options = pool_options(params)
     try:
         return wspool.Pool(**options)

@@ -4,8 +4,8 @@ socket).  Its own row in the tables; not the reference and not judged by the tar
 which are for the default worker-pool delivery.
 
 Every scenario is :mod:`bench.drivers.wspool_pool`'s with ``deliver="dispatcher"`` added
-to the Pool's options; a wspool whose Pool has no ``deliver`` argument yet makes each
-scenario unsupported (its ``TypeError`` is named in the reason).
+to the Pool's options; measuring an older wspool whose Pool has no ``deliver`` argument
+makes each scenario unsupported (its ``TypeError`` is named in the reason).
 """
 
 from __future__ import annotations

@@ -109,7 +109,17 @@ class ConnectionOwner(Protocol):
     def dispatcher(self) -> Dispatcher: ...
 
     @property
-    def executor(self) -> Executor: ...
+    def executor(self) -> Executor:
+        """Runs blocking helpers (name resolution)."""
+        ...
+
+    @property
+    def delivery_executor(self) -> Executor:
+        """Runs the drain tasks of the connections' callbacks."""
+        ...
+
+    def check_not_dispatcher(self, what: str) -> None:
+        """Raise DispatcherThreadError on the dispatcher thread (a wait would hang)."""
 
     @property
     def closing(self) -> bool: ...
@@ -311,7 +321,7 @@ class Connection:
         # add_done_callback(): run once by _end, outside _lock (guarded by it).
         self._done_callbacks: list[Callable[[Connection], object]] = []
         self._queue = DeliveryQueue(
-            owner.executor,
+            owner.delivery_executor,
             self._deliver,
             high_water=options.max_queue,
             low_water=max(1, options.max_queue // 2),
@@ -464,7 +474,11 @@ class Connection:
             self._owner.dispatcher.call_soon(self._end_if_idle, CloseCode.ABNORMAL_CLOSURE)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        """Block until the connection is closed for good and ``on_close`` has run."""
+        """Block until the connection is closed for good and ``on_close`` has run.
+
+        Raises :class:`~wspool.DispatcherThreadError` on the dispatcher thread.
+        """
+        self._owner.check_not_dispatcher(f"wait_closed() of {self.url}")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._owner.wait_for(lambda: self._state is ConnectionState.CLOSED, timeout):
             return False
@@ -496,6 +510,7 @@ class Connection:
 
     def drain(self, timeout: float | None = None) -> bool:
         """Block until every queued callback has run (the pool's close uses it)."""
+        self._owner.check_not_dispatcher(f"drain() of {self.url}")
         return self._queue.join(timeout)
 
     # -------------------------------------------------- session life (dispatcher)

@@ -42,7 +42,7 @@ from wspool.exceptions import (
     WebSocketConfigurationException,
     WebSocketConnectionClosedException,
 )
-from wspool.pool.workers import WorkerThreads
+from wspool.pool.workers import DispatcherExecutor, WorkerThreads
 
 __all__ = ["DEFAULT_BATCH_LIMIT", "DeliveryQueue"]
 
@@ -133,8 +133,10 @@ class DeliveryQueue:
         if batch_limit < 1:
             raise WebSocketConfigurationException(f"batch_limit must be >= 1, got {batch_limit}")
         self._executor = executor
-        # The pool's own workers take a bare callable (no Future per hand-off).
-        self._run_soon = executor.run_soon if isinstance(executor, WorkerThreads) else None
+        # The pool's own executors take a bare callable (no Future per hand-off).
+        self._run_soon = (
+            executor.run_soon if isinstance(executor, WorkerThreads | DispatcherExecutor) else None
+        )
         self._deliver = deliver
         self._high = high_water
         self._low = low_water

@@ -13,12 +13,15 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Unpack
 
-from wspool.exceptions import WebSocketConfigurationException
+from wspool.exceptions import DispatcherThreadError, WebSocketConfigurationException
 from wspool.opening import Opening
 from wspool.options import PoolKeywords, pool_options
 from wspool.pool.connection import Connection, ConnectionState
 from wspool.pool.dispatcher import Dispatcher
-from wspool.pool.workers import WorkerThreads
+from wspool.pool.workers import DispatcherExecutor, WorkerThreads
+
+#: Where the Pool runs message callbacks: ``Pool(deliver=...)``.
+DELIVERY_MODES = ("workers", "dispatcher")
 
 __all__ = ["Pool"]
 
@@ -32,6 +35,12 @@ class Pool:
     of one connection one at a time and in order, different connections in parallel.
     Threads start on first use; :meth:`close` (or leaving the ``with`` block) closes
     every connection with a closing handshake and stops them.
+
+    ``deliver="dispatcher"`` runs every connection's callbacks on the dispatcher
+    thread instead, at the end of the loop turn that read their messages: no thread
+    hand-off, the lowest latency, for fast callbacks that never block.  A slow
+    callback then delays every socket, keepalive pings included; the worker threads
+    only resolve host names.  Still in order per connection; see docs/howto/executors.md.
     """
 
     def __init__(
@@ -40,7 +49,13 @@ class Pool:
         executor: Executor | None = None,
         *,
         name: str = "wspool",
+        deliver: str = "workers",
     ) -> None:
+        if deliver not in DELIVERY_MODES:
+            raise WebSocketConfigurationException(
+                f"deliver must be 'workers' (callbacks on the worker threads, the default) "
+                f"or 'dispatcher' (inline on the dispatcher thread), not {deliver!r}"
+            )
         if executor is None:
             if not isinstance(workers, int) or workers < 1:
                 raise WebSocketConfigurationException(f"workers must be >= 1, not {workers!r}")
@@ -50,6 +65,11 @@ class Pool:
             self._owns_executor = False
         self.executor: Executor = executor
         self.dispatcher = Dispatcher(name=f"{name}-dispatcher")
+        self.deliver = deliver
+        #: Where the connections' callbacks run: ``executor``, or the dispatcher itself.
+        self.delivery_executor: Executor = (
+            DispatcherExecutor(self.dispatcher) if deliver == "dispatcher" else executor
+        )
         self.closing = False
         self._connections: list[Connection] = []
         self._lock = threading.Condition()
@@ -108,6 +128,7 @@ class Pool:
             self._lock.notify_all()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        self.check_not_dispatcher("waiting for the pool's connections")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not predicate():
@@ -117,6 +138,15 @@ class Pool:
                 # Short waits keep Ctrl-C responsive in the main thread.
                 self._lock.wait(0.2 if remaining is None else min(0.2, remaining))
         return True
+
+    def check_not_dispatcher(self, what: str) -> None:
+        """Refuse a blocking wait on the dispatcher thread: it would wait for itself."""
+        if self.dispatcher.in_dispatcher_thread():
+            raise DispatcherThreadError(
+                f"{what} from the dispatcher thread (an inline callback or a done "
+                "callback) would wait forever for that thread: call conn.close(), which "
+                "returns at once, and wait from another thread"
+            )
 
     def stats(self) -> dict[str, Any]:
         """Totals over the live connections, plus each one's counters."""
@@ -157,6 +187,7 @@ class Pool:
         threads.  Connections still open after ``timeout`` are dropped."""
         if self._closed:
             return
+        self.check_not_dispatcher("Pool.close()")
         if os.getpid() != self._pid:
             # Inherited through os.fork(): its threads and connections are the parent's.
             # Nothing is sent (a close frame from here would break the parent's stream)
@@ -196,7 +227,8 @@ class Pool:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<wspool.Pool {len(self._connections)} connections>"
+        inline = ", deliver='dispatcher'" if self.deliver == "dispatcher" else ""
+        return f"<wspool.Pool {len(self._connections)} connections{inline}>"
 
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()

@@ -23,9 +23,12 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-__all__ = ["WorkerThreads"]
+if TYPE_CHECKING:
+    from wspool.pool.dispatcher import Dispatcher
+
+__all__ = ["DispatcherExecutor", "WorkerThreads"]
 
 logger = logging.getLogger("wspool")
 
@@ -176,3 +179,33 @@ class _FutureTask:
             self.future.set_exception(exc)
         else:
             self.future.set_result(result)
+
+
+class DispatcherExecutor(Executor):
+    """Runs tasks on a dispatcher's own thread: ``Pool(deliver="dispatcher")``.
+
+    :meth:`run_soon` queues the task as a dispatcher command, so it runs in the command
+    phase of the current loop turn, after every socket that was readable this turn
+    has been read: the callbacks of one turn run back to back, outside every lock, and
+    no thread hand-off (and no GIL hand-off) sits between a read and its callback.
+    The price is that a callback that blocks stalls every socket of the pool
+    (docs/architecture.md, "Inline delivery").
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def run_soon(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn()`` on the dispatcher thread; ``RuntimeError`` once it stopped."""
+        self._dispatcher.call_soon(fn)  # DispatcherStoppedError is a RuntimeError
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        task = _FutureTask(fn, args, kwargs)
+        self.run_soon(task)
+        return task.future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to stop: the dispatcher's own stop runs what is queued."""
+
+    def __repr__(self) -> str:
+        return f"<DispatcherExecutor on {self._dispatcher!r}>"
