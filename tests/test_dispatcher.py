@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -453,3 +454,78 @@ def test_sessions_sharing_the_read_buffer_keep_their_own_bytes(ws_server: Any) -
         assert done.wait(20)
     for i, messages in got.items():
         assert messages == [f"{i}:{n}:" + "x" * (n * 97) for n in range(30)]
+
+
+# -- the turn budget (module docstring of wspool/pool/dispatcher.py) ------------------------
+
+
+def test_urgent_readers_run_before_deferrable_ones_and_the_rest_wait_a_turn(
+    dispatcher: Dispatcher,
+) -> None:
+    pairs = [socket.socketpair() for _ in range(40)]
+    seen: list[tuple[int, int]] = []  # (pair index, loop turn)
+    done = threading.Event()
+    urgent = 39
+
+    def reader(index: int) -> None:
+        pairs[index][0].recv(16)
+        seen.append((index, dispatcher.stats.turns))
+        if index != urgent:
+            # 0.3 ms of deferrable work each: 39 of them overrun a 1 ms turn budget
+            deadline = time.monotonic() + 0.0003
+            while time.monotonic() < deadline:
+                pass
+        if len(seen) == len(pairs):
+            done.set()
+
+    def register() -> None:
+        for index, (a, _) in enumerate(pairs):
+            dispatcher.add_reader(a, lambda index=index: reader(index))
+            dispatcher.set_deferrable(a, index != urgent)
+
+    try:
+        dispatcher.submit_and_wait(register, timeout=WAIT)
+        # every socket readable before the next select: one turn sees them all
+        dispatcher.submit_and_wait(lambda: [b.send(b"x") for _, b in pairs], timeout=WAIT)
+        assert done.wait(WAIT)
+        assert sorted(index for index, _ in seen) == list(range(40))  # none lost
+        assert seen[0][0] == urgent  # the open socket's read went first
+        turns = {turn for _, turn in seen}
+        assert len(turns) > 1 and dispatcher.stats.deferred > 0  # spread over turns
+    finally:
+        for a, b in pairs:
+            dispatcher.submit_and_wait(lambda a=a: dispatcher.remove_reader(a), timeout=WAIT)
+            a.close()
+            b.close()
+
+
+def test_a_burst_of_commands_is_spread_over_turns_in_order(dispatcher: Dispatcher) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def slow(i: int) -> None:
+        deadline = time.monotonic() + 0.0002
+        while time.monotonic() < deadline:
+            pass
+        seen.append((i, dispatcher.stats.turns))
+
+    gate = threading.Event()
+    dispatcher.call_soon(gate.wait, WAIT)  # hold the loop while the burst is queued
+    for i in range(50):
+        dispatcher.call_soon(slow, i)
+    gate.set()
+    dispatcher.submit_and_wait(lambda: None, timeout=WAIT)
+    assert [i for i, _ in seen] == list(range(50))
+    assert len({turn for _, turn in seen}) > 1  # 10 ms of commands: not one turn
+
+
+def test_run_after_io_runs_before_queued_commands(dispatcher: Dispatcher) -> None:
+    order: list[str] = []
+
+    def from_the_loop() -> None:
+        for i in range(3):
+            dispatcher.call_soon(order.append, f"command {i}")
+        dispatcher.run_after_io(lambda: order.append("after-io"))
+
+    dispatcher.submit_and_wait(from_the_loop, timeout=WAIT)
+    dispatcher.submit_and_wait(lambda: None, timeout=WAIT)
+    assert order == ["after-io", "command 0", "command 1", "command 2"]

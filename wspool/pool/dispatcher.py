@@ -2,14 +2,26 @@
 
 docs/architecture.md invariants 1, 2, 5 and 6 live here.  The loop turn is::
 
-    select(timeout)  -> run ready reader/writer callbacks
+    select(timeout)  -> run ready reader/writer callbacks (urgent ones first)
+                     -> run the tasks those queued with run_after_io (inline delivery)
                      -> run due timers
                      -> run the commands queued before this phase began
 
-``timeout`` is 0 while commands are pending, else the time to the earliest live timer
-(``None``, i.e. block, when there is none).  Other threads talk to the loop only through
-:meth:`Dispatcher.call_soon` (and :meth:`Dispatcher.submit_and_wait` built on it); every
-other method is for the dispatcher thread itself.  An exception from any callback, timer
+``timeout`` is 0 while commands or after-I/O tasks are pending, else the time to the
+earliest live timer (``None``, i.e. block, when there is none).
+
+Turn budget: a burst of openings (a thousand ``connect()`` calls at once) must not
+make one turn last tens of milliseconds while open connections' messages wait for the
+next ``select``.  A file marked *deferrable* (:meth:`Dispatcher.set_deferrable`: the
+pool marks sockets that are still connecting or handshaking) has its callbacks run
+after every urgent one of the turn, and only while the turn's deferrable work and
+commands stay within :data:`TURN_BUDGET`; what is left waits for the next turn (the
+selector is level-triggered, so a skipped socket is reported again; skipped commands
+stay queued in order), which then polls with a zero timeout.
+
+Other threads talk to the loop only through :meth:`Dispatcher.call_soon` (and
+:meth:`Dispatcher.submit_and_wait` built on it); every other method is for the
+dispatcher thread itself.  An exception from any callback, timer
 or command is logged on the ``wspool`` logger with its traceback; the loop continues.
 
 Interpreter exit: the thread is *not* a daemon, so queued work (for the pool: close
@@ -42,7 +54,7 @@ from typing import Any, Protocol, TypeVar
 
 from wspool.exceptions import DispatcherStoppedError, WebSocketTimeoutException
 
-__all__ = ["EXIT_STOP_TIMEOUT", "Dispatcher", "DispatcherStats", "TimerHandle"]
+__all__ = ["EXIT_STOP_TIMEOUT", "TURN_BUDGET", "Dispatcher", "DispatcherStats", "TimerHandle"]
 
 logger = logging.getLogger("wspool")
 
@@ -54,6 +66,9 @@ EXIT_STOP_TIMEOUT = 5.0
 # Compact the timer heap when more than this many cancelled entries sit in it *and*
 # they outnumber the live ones; below it, lazy deletion on pop is cheaper.
 _COMPACT_MIN = 64
+#: Seconds of deferrable I/O callbacks and of commands one loop turn may spend before
+#: leaving the rest to the next turn (at least one of each runs per turn).
+TURN_BUDGET = 0.001
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -79,12 +94,14 @@ class DispatcherStats:
 
     ``turns``: loop turns run.  ``wakeups``: wake-up bytes written by other threads
     (at most one per turn, however many commands they queue).  ``errors``: callbacks,
-    timers or commands that raised (each was logged).
+    timers or commands that raised (each was logged).  ``deferred``: ready callbacks of
+    deferrable files left to a later turn by the turn budget.
     """
 
     turns: int = 0
     wakeups: int = 0
     errors: int = 0
+    deferred: int = 0
 
 
 class TimerHandle:
@@ -135,11 +152,12 @@ class TimerHandle:
 class _Key:
     """The data of one selector key: the fd's reader and writer callbacks."""
 
-    __slots__ = ("reader", "writer")
+    __slots__ = ("deferrable", "reader", "writer")
 
     def __init__(self) -> None:
         self.reader: Callable[[], object] | None = None
         self.writer: Callable[[], object] | None = None
+        self.deferrable = False
 
 
 class _State:
@@ -175,6 +193,11 @@ class Dispatcher:
         self._commands: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._read_buffer: memoryview | None = None
         self._wake_pending = False
+        # Set by a turn that left deferrable callbacks for later: poll, don't block.
+        self._again = False
+        # run_after_io tasks (loop thread only, so no lock): this turn's, run after its
+        # I/O callbacks, before timers and commands; not subject to the turn budget.
+        self._after_io: deque[Callable[[], object]] = deque()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._timers: list[tuple[float, int, TimerHandle]] = []
@@ -285,6 +308,19 @@ class Dispatcher:
                 return
             self._send_wakeup_locked()
 
+    def run_after_io(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` in this turn, right after its I/O callbacks (before timers and
+        commands); from another thread it is a :meth:`call_soon`.
+
+        For work that the reads of a turn produce and that must not queue behind a
+        burst of commands: the inline delivery's drain tasks.  Tasks queued while this
+        phase runs (a drain re-queueing itself) wait for the next turn.
+        """
+        if threading.get_ident() == self._ident:
+            self._after_io.append(fn)
+        else:
+            self.call_soon(fn)
+
     def read_buffer(self, size: int) -> memoryview:
         """A scratch buffer of at least ``size`` bytes for reads on the loop thread.
 
@@ -377,6 +413,15 @@ class Dispatcher:
         """Stop watching ``fileobj`` for writing; returns whether a writer was set."""
         return self._set_callback(fileobj, None, _WRITE)
 
+    def set_deferrable(self, fileobj: FileLike, deferrable: bool) -> None:
+        """Mark a registered file's callbacks as work that may wait for a later turn
+        when this turn is over budget (module docstring); no-op for an unregistered one."""
+        self._check_thread("set_deferrable")
+        selector = self._selector
+        assert selector is not None
+        with contextlib.suppress(KeyError):
+            selector.get_key(_fd_of(fileobj)).data.deferrable = deferrable
+
     def _set_callback(
         self, fileobj: FileLike, callback: Callable[[], object] | None, event: int
     ) -> bool:
@@ -420,11 +465,13 @@ class Dispatcher:
         timers = self._timers
         stats = self.stats
         heappop = heapq.heappop
+        budget = TURN_BUDGET
+        after_io = self._after_io
         try:
             while self._state == _State.RUNNING:
                 stats.turns += 1
                 # timeout: 0 with commands pending, else up to the first live timer
-                if commands:
+                if commands or after_io:
                     timeout: float | None = 0.0
                 else:
                     while timers and timers[0][2]._cancelled:
@@ -436,36 +483,71 @@ class Dispatcher:
                             timeout = 0.0
                     else:
                         timeout = None
+                if self._again:
+                    timeout = 0.0
+                    self._again = False
+                later: list[tuple[_Key, int]] | None = None
                 for key, mask in selector.select(timeout):
                     data = key.data
-                    # re-read the callbacks: an earlier one this turn may have removed them
-                    if mask & _READ and data.reader is not None:
-                        try:
-                            data.reader()
-                        except Exception:
-                            self._log_error("reader callback", data.reader)
-                    if mask & _WRITE and data.writer is not None:
-                        try:
-                            data.writer()
-                        except Exception:
-                            self._log_error("writer callback", data.writer)
-                if timers:
-                    self._run_timers(heappop)
-                # only the commands queued before this phase: one that re-queues itself
-                # must not starve I/O and timers
-                pending = len(commands)
+                    if data.deferrable:
+                        if later is None:
+                            later = []
+                        later.append((data, mask))
+                        continue
+                    self._run_ready(data, mask)
+                if later is not None:
+                    # the urgent callbacks ran; now the deferrable ones, within budget
+                    end = monotonic() + budget
+                    for index, (data, mask) in enumerate(later):
+                        if index and monotonic() > end:
+                            self._again = True  # the rest are reported again next turn
+                            stats.deferred += len(later) - index
+                            break
+                        self._run_ready(data, mask)
+                pending = len(after_io)
                 while pending:
                     pending -= 1
-                    fn, args = commands.popleft()
+                    task = after_io.popleft()
                     try:
-                        fn(*args)
+                        task()
                     except Exception:
-                        self._log_error("command", fn)
+                        self._log_error("after-I/O task", task)
+                if timers:
+                    self._run_timers(heappop)
+                # only the commands queued before this phase (one that re-queues itself
+                # must not starve I/O and timers), and only within the turn budget (a
+                # burst of a thousand connection starts is spread over turns, so open
+                # sockets are read between its slices); order is kept either way
+                pending = len(commands)
+                if pending:
+                    end = monotonic() + budget
+                    while pending:
+                        pending -= 1
+                        fn, args = commands.popleft()
+                        try:
+                            fn(*args)
+                        except Exception:
+                            self._log_error("command", fn)
+                        if monotonic() > end:
+                            break
         except BaseException:
             logger.critical("dispatcher %r crashed; it stops now", self.name, exc_info=True)
             raise
         finally:
             self._shutdown()
+
+    def _run_ready(self, data: _Key, mask: int) -> None:
+        # re-read the callbacks: an earlier one this turn may have removed them
+        if mask & _READ and data.reader is not None:
+            try:
+                data.reader()
+            except Exception:
+                self._log_error("reader callback", data.reader)
+        if mask & _WRITE and data.writer is not None:
+            try:
+                data.writer()
+            except Exception:
+                self._log_error("writer callback", data.writer)
 
     def _run_timers(self, heappop: Callable[[list[tuple[float, int, TimerHandle]]], Any]) -> None:
         timers = self._timers
@@ -517,12 +599,20 @@ class Dispatcher:
         with self._lock:
             self._state = _State.STOPPED
         commands = self._commands
-        while commands:
-            fn, args = commands.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                self._log_error("command", fn)
+        after_io = self._after_io
+        while commands or after_io:
+            while after_io:
+                task = after_io.popleft()
+                try:
+                    task()
+                except Exception:
+                    self._log_error("after-I/O task", task)
+            if commands:
+                fn, args = commands.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    self._log_error("command", fn)
         for _, _, handle in self._timers:
             handle._fn = None
             handle._args = ()

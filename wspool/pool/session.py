@@ -254,6 +254,7 @@ class Session:
     def _set_interest(self, read: bool, write: bool) -> None:
         sock = self._sock
         assert sock is not None
+        fresh = not (self._reading or self._writing)
         if read != self._reading:
             if read:
                 self.dispatcher.add_reader(sock, self._on_readable)
@@ -266,6 +267,10 @@ class Session:
             else:
                 self.dispatcher.remove_writer(sock)
             self._writing = write
+        if fresh and (read or write) and self.state is not SessionState.OPEN:
+            # Opening work (connect, proxy, TLS, upgrade) may wait a turn when the
+            # turn is over budget; open sockets' reads go first (dispatcher.py).
+            self.dispatcher.set_deferrable(sock, True)
 
     def _drop_socket(self) -> None:
         """Unregister and close the socket (the session itself goes on or ends)."""
@@ -510,6 +515,8 @@ class Session:
         self.extensions = list(result.extensions)
         self.response_headers = list(result.headers)
         self._enter(SessionState.OPEN)
+        if self._sock is not None and (self._reading or self._writing):
+            self.dispatcher.set_deferrable(self._sock, False)  # its messages are urgent
         self.opened_at = time.monotonic()
         self._cancel_timer("open")
         self.owner.session_opened(self)

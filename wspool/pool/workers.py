@@ -184,20 +184,23 @@ class _FutureTask:
 class DispatcherExecutor(Executor):
     """Runs tasks on a dispatcher's own thread: ``Pool(deliver="dispatcher")``.
 
-    :meth:`run_soon` queues the task as a dispatcher command, so it runs in the command
-    phase of the current loop turn, after every socket that was readable this turn
-    has been read: the callbacks of one turn run back to back, outside every lock, and
-    no thread hand-off (and no GIL hand-off) sits between a read and its callback.
-    The price is that a callback that blocks stalls every socket of the pool
-    (docs/architecture.md, "Inline delivery").
+    :meth:`run_soon` queues the task for the dispatcher's after-I/O phase, so it runs in
+    the current loop turn, after every socket that was readable this turn has been
+    read, and before the turn's commands (a burst of openings does not delay it).  The
+    callbacks of one turn run back to back, outside every lock, and no thread hand-off
+    (and no GIL hand-off) sits between a read and its callback.  The price is that a
+    callback that blocks stalls every socket of the pool (docs/architecture.md,
+    "Inline delivery").
     """
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
 
     def run_soon(self, fn: Callable[[], object]) -> None:
-        """Queue ``fn()`` on the dispatcher thread; ``RuntimeError`` once it stopped."""
-        self._dispatcher.call_soon(fn)  # DispatcherStoppedError is a RuntimeError
+        """Queue ``fn()`` on the dispatcher thread: in this turn's after-I/O phase when
+        called there (the usual case: a read queued the messages), else as a command;
+        ``RuntimeError`` once the dispatcher stopped."""
+        self._dispatcher.run_after_io(fn)  # DispatcherStoppedError is a RuntimeError
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         task = _FutureTask(fn, args, kwargs)
