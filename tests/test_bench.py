@@ -331,3 +331,35 @@ def test_targets_are_judged_on_the_median_and_on_the_worst_run() -> None:
     assert (
         "MISS  no lost message, no dropped connection (wspool-pool): refused or failed in" in lines
     )
+
+
+@pytest.mark.parametrize("deliver", ["workers", "dispatcher"])
+def test_the_stage_breakdown_covers_every_message_and_adds_up(
+    feed: bench_run.FeedServer, deliver: str
+) -> None:
+    from bench import stages
+
+    params = {
+        "base": feed.base,
+        "connections": 4,
+        "rate": 200,
+        "count": 30,
+        "settle": 0,
+        "workers": 2,
+        "deliver": deliver,
+        "start": "open",
+    }
+    report = stages.measure(params)
+    assert report["complete"] and report["errors"] == 0
+    # every message is either ramp-up or steady with settle=0
+    assert report["steady"]["messages"] + report["ramp"]["messages"] == 120
+    part = report["steady"] if report["steady"]["messages"] else report["ramp"]
+    assert list(part["stages"]) == [f"{a}>{b}" for a, b in stages.STAGES]
+    assert all(row["p50_us"] >= 0 for row in part["stages"].values())
+    assert part["total"]["p50_us"] > 0
+    text = stages.render(report)
+    assert "sent>select" in text and "queued>drain" in text
+    # the hooks are gone afterwards: the Pool's methods are its own again
+    from wspool.pool.session import Session
+
+    assert Session._on_readable.__qualname__ == "Session._on_readable"
