@@ -363,3 +363,23 @@ def test_the_stage_breakdown_covers_every_message_and_adds_up(
     from wspool.pool.session import Session
 
     assert Session._on_readable.__qualname__ == "Session._on_readable"
+
+
+def test_the_cost_breakdown_times_each_stage_of_a_fanin_message() -> None:
+    from bench import costs
+
+    report = costs.measure(2_000, 8, None)
+    stages = report["stages_us"]
+    assert list(stages) == ["parse", "queue", "wrapper", "callback"]
+    assert all(value >= 0 for value in stages.values()) and stages["parse"] > 0
+    assert report["stages_total_us"] == pytest.approx(sum(stages.values()))
+    assert "msg/s on one core" in costs.render(report)
+
+
+def test_the_cost_breakdown_parse_stage_really_parses() -> None:
+    from bench import costs
+    from wspool.protocol.client_protocol import ClientProtocol
+
+    events = ClientProtocol().receive_data(costs._read(8))
+    assert [type(e).__name__ for e in events] == ["Message"] * 8
+    assert all(len(e.data) == 128 for e in events)  # type: ignore[attr-defined]
