@@ -9,7 +9,10 @@ Modes (docs/cli.md documents them all):
 * ``wspool -i URL``: interactive, type lines to send them (:mod:`wspool.cli._interactive`);
 * ``wspool top URL ...``: a refreshing table per connection (:mod:`wspool.cli._top`);
 * ``wspool demo``: hundreds of connections to the embedded demo feed
-  (:mod:`wspool.cli._demo`).
+  (:mod:`wspool.cli._demo`);
+* ``wspool forward URL ... --to ENGINE``: every message into a Redis stream or NATS
+  JetStream, static (``--shard I/N``) or leased (``--lease``) shards
+  (:mod:`wspool.cli._forward`).
 
 The connection options map one to one onto :meth:`wspool.Pool.connect` options, so
 every check (and its message) is the library's own.
@@ -38,6 +41,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "build_demo_parser",
+    "build_forward_parser",
     "build_parser",
     "build_top_parser",
     "main",
@@ -47,6 +51,8 @@ _EPILOG = """\
 other modes:
   wspool top URL ...   a refreshing table, one row per connection (wspool top --help)
   wspool demo          hundreds of connections to a local demo feed (wspool demo --help)
+  wspool forward URL ... --to redis://HOST/STREAM | nats://HOST/SUBJECT
+                       every message into an engine (wspool forward --help)
 
 output:
   one line per message: "LABEL MESSAGE". Labels are c1, c2, ... in the order the
@@ -219,6 +225,113 @@ def build_demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_FORWARD_EPILOG = """\
+--to:
+  redis://[[user]:password@]host[:port]/STREAM_KEY[?db=N]   one XADD per message;
+      the key may contain {label} (default wspool:{label}: one stream per feed)
+  nats://[[user]:password@ | token@]host[:port]/SUBJECT       JetStream publish;
+      the subject may contain {label} (default wspool.{label})
+
+feeds file (-f feeds.toml):
+  [defaults]                     any feed key below, for every feed
+  ping_interval = 20
+  [[feed]]
+  url = "wss://..."              required
+  label = "btc"                  default c1, c2, ... (command-line URLs first)
+  subscribe = {op = "subscribe", args = ["trades"]}   str, table or array
+  redundancy = 2                 or a list of other URLs (needs dedupe)
+  max_age = 3600                 stale_after = 30     heartbeat = 20
+  dedupe = "json:id"             "json:FIELD.PATH" or "text"; also the engine's
+                                 dedupe id (JetStream Nats-Msg-Id)
+  sequence = "json:seq"          gap tracking
+  header = ["Name: value"]
+  other keys: send_rate, subprotocols, origin, ping_timeout, reconnect, max_size,
+  open_timeout (Pool.connect options)
+
+shards: --shard I/N keeps the feeds whose label hashes (rendezvous) to slot I, so
+  the same feeds file on N machines splits cleanly. --lease URL --shards N takes
+  shards by leases in Redis or NATS instead (--standby: two holders per shard).
+
+exit status: 0 (SIGTERM, or every feed ended), 1 (engine unreachable at start,
+  a feed failed, or the sink could not be flushed), 2 usage error, 130 Ctrl-C.
+  Both signals close every connection with a closing handshake, flush the sink
+  and release the leases first.
+"""
+
+
+def build_forward_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``wspool forward``."""
+    parser = argparse.ArgumentParser(
+        prog="wspool forward",
+        description="Connect every feed (one shared wspool.Pool) and forward every message "
+        "into a Redis stream or NATS JetStream.",
+        epilog=_FORWARD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("urls", nargs="*", metavar="URL", help="ws:// or wss:// feed URL")
+    parser.add_argument("-f", "--file", metavar="FEEDS.TOML", help="the feeds (see below)")
+    parser.add_argument(
+        "--to", metavar="URL", help="redis://HOST[:PORT]/STREAM or nats://HOST[:PORT]/SUBJECT"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="say what happens on stderr")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--maxlen",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="redis: trim each stream to about N entries (0: never; default 100000)",
+    )
+    engine.add_argument("--stream", metavar="NAME", help="nats: the JetStream stream expected")
+    engine.add_argument(
+        "--create-stream", metavar="NAME", help="nats: create this stream (if missing)"
+    )
+    engine.add_argument(
+        "--duplicate-window", type=float, metavar="S", help="nats: of the created stream"
+    )
+    engine.add_argument("--batch", type=int, metavar="N", help="records per write (default 500)")
+    engine.add_argument(
+        "--buffer", type=int, metavar="N", help="records held at most (default 10000)"
+    )
+    engine.add_argument(
+        "--flush-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="at exit, wait at most S seconds for the engine (default 10)",
+    )
+    engine.add_argument(
+        "--close-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="at exit, wait at most S seconds for closing handshakes (default 5)",
+    )
+    shards = parser.add_argument_group("shards")
+    shards.add_argument("--shard", metavar="I/N", help="keep the feeds of static shard I of N")
+    shards.add_argument(
+        "--lease", metavar="URL", help="take shards by leases (redis:// or nats://)"
+    )
+    shards.add_argument("--shards", type=int, metavar="N", help="with --lease: shard count")
+    shards.add_argument(
+        "--lease-ttl", type=float, default=10.0, metavar="S", help="lease lifetime (default 10)"
+    )
+    shards.add_argument(
+        "--lease-group",
+        default="wspool-forward",
+        metavar="NAME",
+        help="lease group name (default wspool-forward)",
+    )
+    shards.add_argument(
+        "--standby", action="store_true", help="two holders per shard (hot standby)"
+    )
+    parser.add_argument(
+        "--stats-every", type=float, metavar="S", help="a JSON stats line on stderr every S s"
+    )
+    add_connection_arguments(parser)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (see ``wspool --help``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -239,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seconds <= 0 or args.interval <= 0:
             parser.error("--seconds and --interval must be > 0")
         return run_demo(args, out, err)
+    if argv[:1] == ["forward"]:
+        from wspool.cli._forward import run_forward
+
+        parser = build_forward_parser()
+        args = parser.parse_args(argv[1:])
+        return run_forward(args, out, err)
     parser = build_parser()
     args = parser.parse_args(argv)
     urls = collect_urls(parser, args)
