@@ -43,6 +43,14 @@ def record_close(conn: wspool.Connection, code: int | None, reason: str | None) 
         log.write(f"close {os.getpid()} {code}\n")
 
 
+def record_thread(conn: wspool.Connection) -> None:
+    """on_open: the name of the thread it runs on, in the child."""
+    import threading
+
+    with open(str(conn.label), "a") as log:
+        log.write(f"thread {threading.current_thread().name}\n")
+
+
 def mark_started(path: str) -> None:
     """initializer: runs first in each child."""
     with open(path, "a") as log:
@@ -202,6 +210,7 @@ def test_constructor_arguments_are_checked() -> None:
         {"start_method": "fork"},
         {"key": 3},
         {"timeout": 0},
+        {"deliver": "inline"},
     )
     for bad in bad_arguments:
         with pytest.raises(wspool.WebSocketConfigurationException):
@@ -425,3 +434,13 @@ def test_ctrl_c_closes_every_connection_and_the_children(feed: DemoFeed, tmp_pat
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_children_deliver_on_their_dispatcher_when_asked(feed: DemoFeed, tmp_path: Path) -> None:
+    with wspool.ProcessPool(processes=1, workers=1, deliver="dispatcher", name="pp-inline") as pool:
+        path = tmp_path / "thread"
+        handle = pool.connect(feed.url + "/ticker", label=str(path), on_open=record_thread)
+        assert wait_until(lambda: events(path), timeout=WAIT)
+        assert events(path) == [["thread", "pp-inline-p0-dispatcher"]]
+        handle.close()
+        assert handle.wait_closed(WAIT)

@@ -45,6 +45,7 @@ from wspool.exceptions import (
 from wspool.opening import Opening
 from wspool.options import PoolKeywords, pool_options
 from wspool.pool import Connection, Pool
+from wspool.pool.pool import DELIVERY_MODES
 from wspool.protocol.frames import encode_close_payload
 from wspool.transport.url import parse_url
 
@@ -94,6 +95,7 @@ class _ChildConfig:
     workers: int
     initializer: Callable[..., object] | None
     initargs: tuple[Any, ...]
+    deliver: str = "workers"
 
 
 def _die_with_parent() -> None:
@@ -153,7 +155,9 @@ def _child_main(conn: Pipe, config: _ChildConfig) -> None:
     if config.initializer is not None:
         config.initializer(*config.initargs)
 
-    pool = Pool(workers=config.workers, name=f"{config.name}-p{config.index}")
+    pool = Pool(
+        workers=config.workers, name=f"{config.name}-p{config.index}", deliver=config.deliver
+    )
     connections: dict[int, Connection] = {}
     lock = threading.Lock()
 
@@ -325,7 +329,8 @@ class ProcessPool:
     owns the connection.  A connection's process is chosen by rendezvous hashing of
     its URL, or of ``key(url, label)``.  A child that dies is restarted and its
     connections are opened again there (a new ``on_open``; the dead child's
-    connections get no ``on_close``).  ``workers`` is each child's worker count;
+    connections get no ``on_close``).  ``workers`` is each child's worker count and
+    ``deliver`` where its callbacks run (``"workers"``, or ``"dispatcher"``: see :class:`Pool`);
     ``initializer(*initargs)`` runs first in every child (logging setup, say);
     ``timeout`` bounds each wait for a child's answer (or for a restart).
     """
@@ -341,11 +346,16 @@ class ProcessPool:
         initializer: Callable[..., object] | None = None,
         initargs: Sequence[Any] = (),
         timeout: float = 10.0,
+        deliver: str = "workers",
     ) -> None:
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
             raise WebSocketConfigurationException(f"processes must be >= 1, not {processes!r}")
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise WebSocketConfigurationException(f"workers must be >= 1, not {workers!r}")
+        if deliver not in DELIVERY_MODES:
+            raise WebSocketConfigurationException(
+                f"deliver must be 'workers' or 'dispatcher' (see Pool), not {deliver!r}"
+            )
         if start_method not in _START_METHODS:
             raise WebSocketConfigurationException(
                 f"start_method={start_method!r} is not supported: use 'spawn' or "
@@ -357,7 +367,7 @@ class ProcessPool:
             raise WebSocketConfigurationException(f"key must be callable, not {key!r}")
         _check_picklable("initializer", initializer)
         _check_picklable("initargs", tuple(initargs))
-        config = _ChildConfig(0, name, workers, initializer, tuple(initargs))
+        config = _ChildConfig(0, name, workers, initializer, tuple(initargs), deliver)
         # Any: typeshed's BaseContext lacks Process (the concrete contexts have it).
         self._context: Any = multiprocessing.get_context(start_method)
         self._config = config
@@ -691,6 +701,7 @@ class ProcessPool:
             self._config.workers,
             self._config.initializer,
             self._config.initargs,
+            self._config.deliver,
         )
         process = self._context.Process(
             target=_child_main,
