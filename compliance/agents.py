@@ -290,7 +290,7 @@ def _load_wspool_pool(timeout: float, deliver: str = "workers") -> Client:
         )
 
     return Client(
-        agent="wspool-pool" if deliver == "workers" else f"wspool-pool-{deliver}",
+        agent="wspool-pool" if deliver == "workers" else "wspool-pool-inline",
         version=blocking.version,
         connect=blocking.connect,  # control requests (getCaseCount, ...) are not cases
         error_types=error_types,
