@@ -118,6 +118,37 @@ def test_killed_forwarders_shards_move_within_ttl(
         assert proc.stop() == 0, proc.err
 
 
+def test_a_stopped_forwarder_releases_its_shards_before_the_ttl(
+    redis: RedisServer, feed: CountingFeed, forward: Any, tmp_path: Any
+) -> None:
+    # SIGTERM: close, flush, then release the leases; the others claim the shards in
+    # their next round instead of waiting for the leases to expire.
+    prefix = f"gr{int(time.time() * 1000) % 10**8}"
+    toml = feeds_toml(feed, tmp_path, "rate=50")
+    ttl = 6.0  # long, so that a takeover by expiry could not pass the bound below
+    common = [
+        "-f", toml,
+        "--to", f"redis://127.0.0.1:{redis.port}/{prefix}:{{label}}",
+        "--lease", redis.url, "--shards", str(SHARDS), "--lease-ttl", str(ttl),
+        "--lease-group", prefix, "--stats-every", "0.3",
+    ]  # fmt: skip
+    procs = [forward(*common) for _ in range(2)]
+    assert wait_until(lambda: settled(procs, 2), timeout=20), [p.err for p in procs]
+    leaving = holdings(procs)[0]
+    assert leaving
+    stopped = time.monotonic()
+    assert procs[0].stop() == 0, procs[0].err  # SIGTERM, exit 0
+    # The member key of the stopped one is gone with its leases: one member, all shards.
+    assert wait_until(lambda: settled(procs[1:], 1), timeout=ttl / 3 + 3), procs[1].err
+    assert time.monotonic() - stopped < ttl  # released, not expired
+    moved = [x for x in LABELS if _shard(x) in leaving]
+    resumed = time.time()
+    assert wait_until(
+        lambda: all(_last_ts(redis, f"{prefix}:{x}") > resumed for x in moved), timeout=5
+    )
+    assert procs[1].stop() == 0, procs[1].err
+
+
 def test_standby_on_jetstream_stores_each_message_once(
     nats: NatsServer, feed: CountingFeed, forward: Any, tmp_path: Any
 ) -> None:
