@@ -1,6 +1,6 @@
 """Where a message's latency goes inside the Pool, stage by stage.
 
-    python -m bench.stages [--connections 200] [--rate 50] [--count 150] [--settle 1.5]
+    python -m bench.stages [--connections 200] [--rate 50] [--count 500] [--settle 1.5]
                            [--workers 8] [--deliver workers|dispatcher] [--ramp]
                            [--switch-interval S] [--json]
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--rate", type=int, default=50, help="messages per second per connection")
-    parser.add_argument("--count", type=int, default=150, help="messages per connection")
+    parser.add_argument("--count", type=int, default=500, help="messages per connection")
     parser.add_argument("--settle", type=float, default=1.5, help="seconds after the last open")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--deliver", choices=("workers", "dispatcher"), default="workers")
