@@ -409,6 +409,9 @@ def test_three_apps_on_one_dispatcher_end_the_loop_when_all_have_closed(
     events = Events()
     main = threading.current_thread()
     apps = []
+    # The echo can come back before this thread has checked keep_running below: the
+    # apps close only once the three runs are set up.
+    set_up = threading.Event()
     for i in range(3):
 
         def on_open(ws: WebSocketApp, i: int = i) -> None:
@@ -416,6 +419,7 @@ def test_three_apps_on_one_dispatcher_end_the_loop_when_all_have_closed(
 
         def on_message(ws: WebSocketApp, message: Any) -> None:
             events.add("message", message, threading.current_thread())
+            set_up.wait(WAIT)
             ws.close()
 
         def on_close(ws: WebSocketApp, code: Any, reason: Any) -> None:
@@ -432,6 +436,7 @@ def test_three_apps_on_one_dispatcher_end_the_loop_when_all_have_closed(
         assert app.run_forever(dispatcher=loop) is False
         assert app.keep_running is True
         apps.append(app)
+    set_up.set()
     # Ctrl-C now goes to the dispatcher's abort (websocket-client's registration).
     assert signal.getsignal(signal.SIGINT) is not previous_handler
     started = time.monotonic()
