@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import CallbackRecorder, open_fds, run_python, wait_until
-from wsserver import Opcode, PeerClosed, ServerConnection, WSServer
+from wsserver import Opcode, PeerClosed, ServerConnection, WSServer, accept
 
 import wspool
 from wspool.pool import CallbackError, Connection, ConnectionState, Pool
@@ -613,3 +613,23 @@ def test_close_while_waiting_to_reconnect_keeps_open_and_close_paired(
     conn.close()
     assert conn.wait_closed(5)
     assert [n for n in rec.names("w") if n != "error"] == ["open", "close"]
+
+
+def test_what_the_session_negotiated_stays_readable_after_it_ended(
+    pool: Pool, ws_server: WSServerFactory
+) -> None:
+    # A server that closes at once: on_open may run after the close was handled; the
+    # subprotocol and headers it reads are still those of the opening.
+    def choose(request: Any) -> Any:
+        return accept(request, subprotocol=request.subprotocols[0])
+
+    server = ws_server(lambda conn: conn.close(1000), handshake=choose)
+    seen: list[Any] = []
+    conn = pool.connect(
+        server.url,
+        subprotocols=["STOMP"],
+        on_open=lambda c: seen.append((c.subprotocol, c.headers.get("sec-websocket-protocol"))),
+    )
+    assert conn.wait_closed(5)
+    assert seen == [("STOMP", "STOMP")]
+    assert conn.subprotocol == "STOMP" and conn.extensions == ["permessage-deflate"]

@@ -303,6 +303,10 @@ class Connection:
         self._lock = threading.Lock()
         self._state = ConnectionState.CONNECTING
         self._session: Session | None = None
+        # What the last opened session negotiated, kept once it has ended: callbacks
+        # that run after a fast close (on_open of a connection the server closed at
+        # once) still read the subprotocol, extensions and headers it opened with.
+        self._negotiated: tuple[str | None, list[str], list[tuple[str, str]]] = (None, [], [])
         self._retry_timer: TimerHandle | None = None  # dispatcher only
         self._attempt = 0  # consecutive failed attempts, for the backoff (dispatcher only)
         self._opens = 0  # sessions that opened (dispatcher only)
@@ -347,19 +351,18 @@ class Connection:
     @property
     def subprotocol(self) -> str | None:
         session = self._session
-        return session.subprotocol if session is not None else None
+        return session.subprotocol if session is not None else self._negotiated[0]
 
     @property
     def extensions(self) -> list[str]:
         session = self._session
-        return list(session.extensions) if session is not None else []
+        return list(session.extensions if session is not None else self._negotiated[1])
 
     @property
     def headers(self) -> dict[str, str]:
         session = self._session
-        if session is None:
-            return {}
-        return {name.lower(): value for name, value in session.response_headers}
+        pairs = session.response_headers if session is not None else self._negotiated[2]
+        return {name.lower(): value for name, value in pairs}
 
     @property
     def queue_depth(self) -> int:
@@ -576,6 +579,11 @@ class Connection:
             self._restore_redundancy()
 
     def _primary_opened(self, session: Session) -> None:
+        self._negotiated = (
+            session.subprotocol,
+            list(session.extensions),
+            list(session.response_headers),
+        )
         with self._lock:
             old = self._transition("opened")
         reconnected = self._opens > 0
