@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from wspool.sinks._base import SinkError, redacted_url
-from wspool.sinks.nats import NatsClient, NatsError, NatsMessage, _api_error
-from wspool.sinks.redis import RedisClient, RedisError
+from wspool.sinks.nats import NatsClient, NatsError, NatsMessage, _api_error, open_nats
+from wspool.sinks.redis import RedisClient, RedisError, open_redis
 
 __all__ = ["LeaseError", "ShardLeases", "preference_order"]
 
@@ -189,20 +189,7 @@ class _RedisBackend(_Backend):
         return f"{self.group}:shard:{slot[0]}:{slot[1]}"
 
     def connect(self, timeout: float) -> None:
-        parts = self.parts
-        client = RedisClient(parts.hostname or "", parts.port or 6379, self.url, timeout)
-        try:
-            if parts.password is not None:
-                auth = [unquote(parts.password)]
-                if parts.username:
-                    auth.insert(0, unquote(parts.username))
-                client.command("AUTH", *auth)
-            if self.db:
-                client.command("SELECT", self.db)
-        except BaseException:
-            client.close()
-            raise
-        self.client = client
+        self.client = open_redis(self.parts, self.url, timeout, self.db)
 
     def close(self) -> None:
         client, self.client = self.client, None
@@ -284,19 +271,7 @@ class _NatsBackend(_Backend):
         return f"$KV.{self.group}.shard.{slot[0]}.{slot[1]}"
 
     def connect(self, timeout: float) -> None:
-        parts = self.parts
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        token = user if user is not None and password is None else None
-        client = NatsClient(
-            parts.hostname or "",
-            parts.port or 4222,
-            self.url,
-            timeout,
-            user=None if token else user,
-            password=password,
-            token=token,
-        )
+        client = open_nats(self.parts, self.url, timeout)
         try:
             config = {
                 "name": self.stream,

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import SplitResult, unquote
 
 from wspool.pool.backoff import ReconnectPolicy
 from wspool.sinks._base import EngineConnection, Record, Sink, SinkError
@@ -246,6 +246,24 @@ class NatsClient(EngineConnection):
         return NatsMessage(subject, reply, block, body[header_size:total])
 
 
+def open_nats(parts: SplitResult, url: str, timeout: float) -> NatsClient:
+    """A NatsClient to ``parts`` (a split ``nats://`` URL) with its credentials: user
+    and password, or a lone user part as the token; ``url`` is the redacted URL its
+    errors name.  The sink and the shard leases connect through it."""
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    token = user if user is not None and password is None else None
+    return NatsClient(
+        parts.hostname or "",
+        parts.port or 4222,
+        url,
+        timeout,
+        user=None if token else user,
+        password=password,
+        token=token,
+    )
+
+
 def _api_error(url: str, what: str, answer: NatsMessage) -> NatsError | None:
     """The error of a JetStream API answer, or None."""
     if answer.status == 503:
@@ -356,19 +374,7 @@ class NatsJetStreamSink(Sink):
             raise ValueError(f"a Nats-Msg-Id must be a non-empty line, not {key!r}")
 
     def _connect(self) -> None:
-        parts = self._parts
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        token = user if user is not None and password is None else None
-        client = NatsClient(
-            parts.hostname or "",
-            parts.port or 4222,
-            self.url,
-            self.timeout,
-            user=None if token else user,
-            password=password,
-            token=token,
-        )
+        client = open_nats(self._parts, self.url, self.timeout)
         try:
             if self.create_stream is not None:
                 self._create_stream(client, self.create_stream)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Final, TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from wspool.pool.backoff import ReconnectPolicy
 from wspool.sinks._base import EngineConnection, Record, Sink, SinkError
@@ -111,6 +111,25 @@ class RedisClient(EngineConnection):
         raise OSError(f"{self.url} sent a reply of unknown type {line[:80]!r}")
 
 
+def open_redis(parts: SplitResult, url: str, timeout: float, db: int = 0) -> RedisClient:
+    """A RedisClient to ``parts`` (a split ``redis://`` URL), authenticated (``AUTH``
+    with the URL's user and password) and on database ``db``; ``url`` is the redacted
+    URL its errors name.  The sink and the shard leases connect through it."""
+    client = RedisClient(parts.hostname or "", parts.port or 6379, url, timeout)
+    try:
+        if parts.password is not None:
+            auth = [unquote(parts.password)]
+            if parts.username:
+                auth.insert(0, unquote(parts.username))
+            client.command("AUTH", *auth)
+        if db:
+            client.command("SELECT", db)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 class RedisStreamSink(Sink):
     """Writes every record to a Redis stream with ``XADD``, at least once.
 
@@ -164,20 +183,7 @@ class RedisStreamSink(Sink):
         return self.stream.format(label=label)
 
     def _connect(self) -> None:
-        parts = self._parts
-        client = RedisClient(parts.hostname or "", parts.port or 6379, self.url, self.timeout)
-        try:
-            if parts.password is not None:
-                auth = [unquote(parts.password)]
-                if parts.username:
-                    auth.insert(0, unquote(parts.username))
-                client.command("AUTH", *auth)
-            if self._db:
-                client.command("SELECT", self._db)
-        except BaseException:
-            client.close()
-            raise
-        self._client = client
+        self._client = open_redis(self._parts, self.url, self.timeout, self._db)
 
     def _disconnect(self) -> None:
         if self._client is not None:
