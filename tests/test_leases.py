@@ -263,16 +263,19 @@ def test_a_stale_owner_cannot_renew_or_delete_a_lease_taken_over(
             lost.append(gone)
             got.set()
 
-    # A longer TTL here: in JetStream the intruder's put expires with the bucket's
+    # A long TTL here: in JetStream the intruder's put expires with the bucket's
     # max_age (the TTL), and once it has, the key is free again and the holder may
-    # lose and re-claim it in one round (no change to report).  Three seconds leave
-    # the holder's next renewal (every ttl / 3) far inside the intruder's lifetime.
-    ttl = 3.0
+    # lose and re-claim it in one round (no change to report), and the checks below
+    # that the intruder still holds it would fail.  Twelve seconds: the holder renews
+    # every 4 s, the wait allows it 8 s on a loaded machine (CI runs three test
+    # processes on two cores; 3 s was once too little), and the intruder's put still
+    # outlives the checks that follow by seconds.
+    ttl = 12.0
     a = make("a", on_change=on_change, ttl=ttl)
     assert a.held == frozenset(range(6))
     token = a._leases[3].token
     _take_over(engine, group, 3, "intruder")
-    assert got.wait(ttl + 1.0)
+    assert got.wait(ttl * 2 / 3)
     assert lost == [frozenset({3})]
     assert 3 not in a.held and a.stats()["losses"] == 1
     # The renewal did not overwrite the intruder, a release by hand with the old
